@@ -1,0 +1,108 @@
+#include "cli/serve.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "core/log.h"
+#include "db/probe.h"
+#include "http/config.h"
+#include "http/server.h"
+
+void hs_cmd_serve_help(FILE *out) {
+  fputs("usage: handsel serve [--listen HOST:PORT] [--workers N]\n"
+        "\n"
+        "Serves the HTTP/2 API (h2c with prior knowledge, and h2 over TLS on the same port when\n"
+        "HANDSEL_TLS_CERT and HANDSEL_TLS_KEY are set) until SIGTERM or SIGINT, then stops\n"
+        "accepting, sends GOAWAY, lets in-flight streams finish and exits 0.\n"
+        "\n"
+        "Configuration (flags override the environment):\n"
+        "  HANDSEL_LISTEN          address to listen on (default 127.0.0.1:8080)\n"
+        "  HANDSEL_WORKERS         worker threads, one event loop each (default: core count)\n"
+        "  HANDSEL_DB              libpq conninfo of the PostgreSQL database (/readyz checks it)\n"
+        "  HANDSEL_TLS_CERT/_KEY   PEM certificate chain and private key\n"
+        "Limits:\n"
+        "  HANDSEL_MAX_BODY (1048576)  HANDSEL_MAX_HEADER_LIST (16384)  HANDSEL_MAX_HEADERS (64)\n"
+        "  HANDSEL_MAX_STREAMS (100)   HANDSEL_MAX_CONNS per worker (10000)\n"
+        "  HANDSEL_IDLE_TIMEOUT_MS (60000)   HANDSEL_HEADER_TIMEOUT_MS (10000)\n"
+        "  HANDSEL_STALL_TIMEOUT_MS (30000)  HANDSEL_GRACE_MS (10000)\n"
+        "  HANDSEL_CONN_OUTBUF (1048576)     HANDSEL_STREAM_OUTBUF (262144)\n"
+        "  HANDSEL_GLITCH_LIMIT (100)        HANDSEL_CONTROL_LIMIT (1000 per 10 s)\n"
+        "  HANDSEL_LOG_LEVEL (info: debug, info, warn, error)\n"
+        "  HANDSEL_DEBUG_ROUTES=1 enables /debug/echo and /debug/stream (tests only)\n",
+        out);
+}
+
+typedef struct serve_ctx {
+  const hs_config_t *cfg;
+  hs_db_probe_t *probe;
+} serve_ctx_t;
+
+static void start_probe(uv_loop_t *loop, void *arg) {
+  serve_ctx_t *s = arg;
+  if (s->cfg->db_conninfo[0] != '\0') {
+    s->probe = hs_db_probe_start(loop, s->cfg->db_conninfo);
+  }
+}
+
+static void stop_probe(uv_loop_t *loop, void *arg) {
+  serve_ctx_t *s = arg;
+  if (s->probe != NULL) {
+    hs_db_probe_stop(s->probe);
+    s->probe = NULL;
+  }
+}
+
+int hs_cmd_serve_main(int argc, char **argv) {
+  hs_config_t cfg;
+  hs_err_t err;
+  hs_err_clear(&err);
+  const char *lvl = getenv("HANDSEL_LOG_LEVEL");
+  if (lvl != NULL) {
+    hs_log_set_level(strcmp(lvl, "debug") == 0   ? HS_LOG_DEBUG
+                     : strcmp(lvl, "warn") == 0  ? HS_LOG_WARN
+                     : strcmp(lvl, "error") == 0 ? HS_LOG_ERROR
+                                                 : HS_LOG_INFO);
+  }
+  if (hs_config_from_env(&cfg, &err) != HS_OK) {
+    fprintf(stderr, "handsel serve: %s\n", err.msg);
+    return 2;
+  }
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      hs_cmd_serve_help(stdout);
+      return 0;
+    }
+    if (strcmp(a, "--listen") == 0 && i + 1 < argc) {
+      if (hs_config_set_listen(&cfg, argv[++i], &err) != HS_OK) {
+        fprintf(stderr, "handsel serve: %s\n", err.msg);
+        return 2;
+      }
+    } else if (strcmp(a, "--workers") == 0 && i + 1 < argc) {
+      char *end = NULL;
+      long n = strtol(argv[++i], &end, 10);
+      if (end == argv[i] || *end != '\0' || n < 1 || n > 256) {
+        fprintf(stderr, "handsel serve: --workers must be a whole number from 1 to 256\n");
+        return 2;
+      }
+      cfg.workers = (unsigned)n;
+    } else {
+      fprintf(stderr, "handsel serve: unknown argument '%s' (see handsel serve --help)\n", a);
+      return 2;
+    }
+  }
+  serve_ctx_t ctx = {.cfg = &cfg};
+  hs_server_opts_t opts = {.config = &cfg,
+                           .routes = hs_api_routes,
+                           .n_routes = hs_api_routes_len,
+                           .on_start = start_probe,
+                           .on_stop = stop_probe,
+                           .hook_ctx = &ctx};
+  if (hs_server_run(&opts, &err) != HS_OK) {
+    hs_log(HS_LOG_ERROR, "serve_failed", "{s:s}", "error", err.msg);
+    fprintf(stderr, "handsel serve: %s\n", err.msg);
+    return 1;
+  }
+  return 0;
+}

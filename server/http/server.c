@@ -1,0 +1,249 @@
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "http/metrics.h"
+#include "http/tls.h"
+#include "http/worker.h"
+
+enum { SWEEP_INTERVAL_MS = 100 };
+
+/* A listening socket of our own, because libuv 1.44 has no SO_REUSEPORT flag: every worker
+ * binds the same address and the kernel spreads new connections across them. */
+static int open_listener(const hs_config_t *cfg, hs_err_t *err) {
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  char port[8];
+  snprintf(port, sizeof port, "%u", cfg->listen_port);
+  int gai = getaddrinfo(cfg->listen_host, port, &hints, &res);
+  if (gai != 0) {
+    return hs_err_set(err, HS_EINVAL, "cannot resolve listen address '%s': %s", cfg->listen_host,
+                      gai_strerror(gai));
+  }
+  int fd = -1;
+  int saved = 0;
+  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) {
+      saved = errno;
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) {
+      break;
+    }
+    saved = errno;
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) {
+    return hs_err_set(err, HS_EIO, "cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
+                      strerror(saved));
+  }
+  return fd;
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  hs_worker_t *w = server->data;
+  if (status < 0) {
+    hs_log(HS_LOG_WARN, "accept_failed", "{s:s}", "error", uv_strerror(status));
+    return;
+  }
+  hs_conn_accept(w);
+}
+
+static void worker_maybe_finish(hs_worker_t *w) {
+  if (w->draining && w->n_conns == 0) {
+    uv_close((uv_handle_t *)&w->sweep, NULL);
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+  }
+}
+
+static void on_sweep(uv_timer_t *t) {
+  hs_worker_t *w = t->data;
+  uint64_t now = uv_now(&w->loop);
+  bool force = w->draining && now >= w->drain_deadline;
+  for (hs_conn_t *c = w->conns; c != NULL;) {
+    hs_conn_t *next = hs_conn_next(c);
+    if (force) {
+      hs_conn_abort(c);
+    } else {
+      hs_conn_sweep(c, now);
+    }
+    c = next;
+  }
+  worker_maybe_finish(w);
+}
+
+static void on_wakeup(uv_async_t *a) {
+  hs_worker_t *w = a->data;
+  if (w->draining) {
+    return;
+  }
+  w->draining = true;
+  w->drain_deadline = uv_now(&w->loop) + w->config->grace_ms;
+  uv_close((uv_handle_t *)&w->listener, NULL);
+  for (hs_conn_t *c = w->conns; c != NULL;) {
+    hs_conn_t *next = hs_conn_next(c);
+    hs_conn_drain(c);
+    c = next;
+  }
+  worker_maybe_finish(w);
+}
+
+static void worker_main(void *arg) {
+  hs_worker_t *w = arg;
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+static int worker_init(hs_worker_t *w, hs_err_t *err) {
+  int rc = uv_loop_init(&w->loop);
+  if (rc != 0) {
+    return hs_err_set(err, HS_EIO, "cannot create an event loop: %s", uv_strerror(rc));
+  }
+  uv_tcp_init(&w->loop, &w->listener);
+  w->listener.data = w;
+  rc = uv_tcp_open(&w->listener, w->listen_fd);
+  if (rc == 0) {
+    w->listen_fd = -1; /* the handle owns it now */
+    rc = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection);
+  }
+  if (rc != 0) {
+    return hs_err_set(err, HS_EIO, "cannot listen: %s", uv_strerror(rc));
+  }
+  uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+  w->wakeup.data = w;
+  uv_timer_init(&w->loop, &w->sweep);
+  w->sweep.data = w;
+  uv_timer_start(&w->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+  return HS_OK;
+}
+
+typedef struct main_ctx {
+  hs_worker_t *workers;
+  unsigned n;
+  uv_signal_t sigterm, sigint;
+  const hs_server_opts_t *opts;
+  bool stopping;
+} main_ctx_t;
+
+static void on_signal(uv_signal_t *s, int signum) {
+  main_ctx_t *m = s->data;
+  if (m->stopping) {
+    return;
+  }
+  m->stopping = true;
+  hs_log(HS_LOG_INFO, "draining", "{s:s, s:i}", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+         "grace_ms", (int)m->opts->config->grace_ms);
+  for (unsigned i = 0; i < m->n; i++) {
+    uv_async_send(&m->workers[i].wakeup);
+  }
+  uv_close((uv_handle_t *)&m->sigterm, NULL);
+  uv_close((uv_handle_t *)&m->sigint, NULL);
+  if (m->opts->on_stop != NULL) {
+    m->opts->on_stop(s->loop, m->opts->hook_ctx);
+  }
+}
+
+int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
+  const hs_config_t *cfg = opts->config;
+  signal(SIGPIPE, SIG_IGN);
+  SSL_CTX *tls = NULL;
+  if (cfg->tls_cert[0] != '\0') {
+    int rc = hs_tls_ctx_new(cfg->tls_cert, cfg->tls_key, &tls, err);
+    if (rc != HS_OK) {
+      return rc;
+    }
+  }
+  const char *names[HS_METRICS_MAX_ROUTES];
+  size_t n_names = 0;
+  for (size_t i = 0; i < opts->n_routes && i < HS_METRICS_MAX_ROUTES - 1; i++) {
+    names[n_names++] = opts->routes[i].pattern;
+  }
+  int rc = hs_metrics_init(names, n_names, cfg->workers);
+  if (rc != HS_OK) {
+    SSL_CTX_free(tls);
+    return hs_err_set(err, rc, "cannot set up metrics");
+  }
+  hs_worker_t *workers = calloc(cfg->workers, sizeof *workers);
+  if (workers == NULL) {
+    SSL_CTX_free(tls);
+    hs_metrics_free();
+    return hs_err_set(err, HS_ENOMEM, "out of memory");
+  }
+  unsigned started = 0;
+  rc = HS_OK;
+  for (unsigned i = 0; i < cfg->workers && rc == HS_OK; i++) {
+    hs_worker_t *w = &workers[i];
+    w->index = i;
+    w->config = cfg;
+    w->routes = opts->routes;
+    w->n_routes = opts->n_routes;
+    w->tls = tls;
+    w->metrics = hs_metrics_shard(i);
+    w->listen_fd = open_listener(cfg, err);
+    if (w->listen_fd < 0) {
+      rc = w->listen_fd;
+      break;
+    }
+    rc = worker_init(w, err);
+    if (rc == HS_OK) {
+      started++;
+    }
+  }
+  if (rc != HS_OK) {
+    for (unsigned i = 0; i < started; i++) {
+      uv_close((uv_handle_t *)&workers[i].listener, NULL);
+      uv_close((uv_handle_t *)&workers[i].wakeup, NULL);
+      uv_close((uv_handle_t *)&workers[i].sweep, NULL);
+      uv_run(&workers[i].loop, UV_RUN_DEFAULT);
+      uv_loop_close(&workers[i].loop);
+    }
+    free(workers);
+    SSL_CTX_free(tls);
+    hs_metrics_free();
+    return rc;
+  }
+
+  uv_loop_t main_loop;
+  uv_loop_init(&main_loop);
+  main_ctx_t m = {.workers = workers, .n = cfg->workers, .opts = opts};
+  uv_signal_init(&main_loop, &m.sigterm);
+  uv_signal_init(&main_loop, &m.sigint);
+  m.sigterm.data = m.sigint.data = &m;
+  uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&m.sigint, on_signal, SIGINT);
+
+  for (unsigned i = 0; i < cfg->workers; i++) {
+    uv_thread_create(&workers[i].thread, worker_main, &workers[i]);
+  }
+  hs_log(HS_LOG_INFO, "listening", "{s:s, s:i, s:i, s:b}", "host", cfg->listen_host, "port",
+         (int)cfg->listen_port, "workers", (int)cfg->workers, "tls", tls != NULL);
+  if (opts->on_start != NULL) {
+    opts->on_start(&main_loop, opts->hook_ctx);
+  }
+  uv_run(&main_loop, UV_RUN_DEFAULT);
+  for (unsigned i = 0; i < cfg->workers; i++) {
+    uv_thread_join(&workers[i].thread);
+    uv_loop_close(&workers[i].loop);
+  }
+  uv_loop_close(&main_loop);
+  free(workers);
+  SSL_CTX_free(tls);
+  hs_metrics_free();
+  hs_log(HS_LOG_INFO, "stopped", NULL);
+  return HS_OK;
+}

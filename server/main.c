@@ -1,0 +1,70 @@
+/* handsel: one binary, many commands. Each command lives in server/cli/ and has a help text;
+ * this file only dispatches. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/serve.h"
+
+typedef struct command {
+  const char *name;
+  const char *summary;
+  int (*main)(int argc, char **argv);
+  void (*help)(FILE *out);
+} command_t;
+
+static const command_t k_commands[] = {
+    {"serve", "serve the HTTP/2 API", hs_cmd_serve_main, hs_cmd_serve_help},
+};
+enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
+
+static void usage(FILE *out) {
+  fputs("usage: handsel COMMAND [ARGS]\n\ncommands:\n", out);
+  for (size_t i = 0; i < N_COMMANDS; i++) {
+    fprintf(out, "  %-10s %s\n", k_commands[i].name, k_commands[i].summary);
+  }
+  fputs("  help       show this text, or `handsel help COMMAND` for one command\n"
+        "  version    print the version\n",
+        out);
+}
+
+static const command_t *find(const char *name) {
+  for (size_t i = 0; i < N_COMMANDS; i++) {
+    if (strcmp(k_commands[i].name, name) == 0) {
+      return &k_commands[i];
+    }
+  }
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *name = argv[1];
+  if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+    if (argc > 2) {
+      const command_t *c = find(argv[2]);
+      if (c == NULL) {
+        fprintf(stderr, "handsel: no command '%s'\n\n", argv[2]);
+        usage(stderr);
+        return 2;
+      }
+      c->help(stdout);
+      return 0;
+    }
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(name, "version") == 0 || strcmp(name, "--version") == 0) {
+    printf("handsel %s\n", HANDSEL_VERSION);
+    return 0;
+  }
+  const command_t *c = find(name);
+  if (c == NULL) {
+    fprintf(stderr, "handsel: no command '%s'\n\n", name);
+    usage(stderr);
+    return 2;
+  }
+  return c->main(argc - 1, argv + 1);
+}
