@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/migrate.h"
 #include "cli/serve.h"
 
 typedef struct command {
@@ -14,6 +15,7 @@ typedef struct command {
 
 static const command_t k_commands[] = {
     {"serve", "serve the HTTP/2 API", hs_cmd_serve_main, hs_cmd_serve_help},
+    {"migrate", "apply the database schema migrations", hs_cmd_migrate_main, hs_cmd_migrate_help},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "db/migrate.h"
 
 enum { PROBE_INTERVAL_MS = 1000, PROBE_TIMEOUT_MS = 3000 };
 
@@ -51,8 +52,10 @@ static void set_state(bool ready, const char *why) {
     pthread_mutex_unlock(&g_err_lock);
   }
   if (was != ready) {
+    char detail[256];
+    hs_db_probe_last_error(detail, sizeof detail);
     hs_log(ready ? HS_LOG_INFO : HS_LOG_WARN, ready ? "database_ready" : "database_unavailable",
-           "{s:s}", "detail", ready ? "ok" : why);
+           "{s:s}", "detail", ready ? "ok" : detail);
   }
 }
 
@@ -65,6 +68,10 @@ static void stop_poll(hs_db_probe_t *p) {
 }
 
 static void reset(hs_db_probe_t *p, const char *why) {
+  /* why often points into the connection (PQerrorMessage): copy it before PQfinish frees it. */
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s", why);
+  why = msg;
   stop_poll(p);
   if (p->conn != NULL) {
     PQfinish(p->conn);
@@ -118,7 +125,7 @@ static void advance(hs_db_probe_t *p) {
         reset(p, PQerrorMessage(p->conn));
         return;
     }
-    if (PQsetnonblocking(p->conn, 1) != 0 || PQsendQuery(p->conn, "SELECT 1") != 1) {
+    if (PQsetnonblocking(p->conn, 1) != 0 || PQsendQuery(p->conn, hs_migrate_version_sql) != 1) {
       reset(p, PQerrorMessage(p->conn));
       return;
     }
@@ -134,14 +141,27 @@ static void advance(hs_db_probe_t *p) {
     while (!PQisBusy(p->conn)) {
       PGresult *r = PQgetResult(p->conn);
       if (r == NULL) {
-        /* The query finished: ready until the next check says otherwise. */
-        set_state(true, NULL);
+        /* The check finished; the state stands until the next one. */
         stop_poll(p);
         p->state = P_IDLE;
         return;
       }
-      if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         set_state(false, PQresultErrorMessage(r));
+      } else {
+        /* Reachable is not enough: the schema must be the one this binary was built for. */
+        int have = atoi(PQgetvalue(r, 0, 0));
+        int want = hs_migrate_latest();
+        if (have == want) {
+          set_state(true, NULL);
+        } else {
+          char why[160];
+          snprintf(why, sizeof why,
+                   "the database schema is at version %d but this server needs %d: run "
+                   "`handsel migrate`",
+                   have, want);
+          set_state(false, why);
+        }
       }
       PQclear(r);
     }
@@ -172,7 +192,7 @@ static void on_tick(uv_timer_t *t) {
   }
   p->started_at = now;
   if (p->conn != NULL && PQstatus(p->conn) == CONNECTION_OK) {
-    if (PQsendQuery(p->conn, "SELECT 1") != 1) {
+    if (PQsendQuery(p->conn, hs_migrate_version_sql) != 1) {
       reset(p, PQerrorMessage(p->conn));
       return;
     }

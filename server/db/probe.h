@@ -1,5 +1,5 @@
 /* Database readiness, for /readyz: a background check on the main thread's loop that keeps one
- * libpq connection and runs a trivial query every second, all non-blocking (uv_poll on the
+ * libpq connection and reads the schema version every second, all non-blocking (uv_poll on the
  * connection's socket). Workers only read the result, an atomic flag, so /readyz never waits
  * on the database. */
 #ifndef HS_DB_PROBE_H
