@@ -17,6 +17,20 @@ void hs_api_metrics(hs_req_t *req);
 /* debug.c: test routes, only with HANDSEL_DEBUG_ROUTES=1 */
 void hs_api_debug_echo(hs_req_t *req);
 void hs_api_debug_stream(hs_req_t *req);
+/* sessions.c */
+void hs_api_session_start(hs_req_t *req);
+void hs_api_session_get(hs_req_t *req);
+void hs_api_session_stream(hs_req_t *req);
+void hs_api_step_complete(hs_req_t *req);
+void hs_api_session_feedback(hs_req_t *req);
+/* blobs.c */
+void hs_api_blob_put(hs_req_t *req);
+void hs_api_blob_get(hs_req_t *req);
+/* processes.c */
+void hs_api_process_put(hs_req_t *req);
+void hs_api_process_activate(hs_req_t *req);
+void hs_api_process_list(hs_req_t *req);
+void hs_api_process_get(hs_req_t *req);
 /* Routes whose capability is not in this build yet: 501 with a clear error. */
 void hs_api_not_implemented(hs_req_t *req);
 

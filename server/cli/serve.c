@@ -8,6 +8,8 @@
 #include "db/probe.h"
 #include "http/config.h"
 #include "http/server.h"
+#include "http/worker.h"
+#include "store/store.h"
 
 void hs_cmd_serve_help(FILE *out) {
   fputs("usage: handsel serve [--listen HOST:PORT] [--workers N]\n"
@@ -29,7 +31,12 @@ void hs_cmd_serve_help(FILE *out) {
         "  HANDSEL_CONN_OUTBUF (1048576)     HANDSEL_STREAM_OUTBUF (262144)\n"
         "  HANDSEL_GLITCH_LIMIT (100)        HANDSEL_CONTROL_LIMIT (1000 per 10 s)\n"
         "  HANDSEL_LOG_LEVEL (info: debug, info, warn, error)\n"
-        "  HANDSEL_DEBUG_ROUTES=1 enables /debug/echo and /debug/stream (tests only)\n",
+        "  HANDSEL_DB_POOL (2) database connections per worker\n"
+        "  HANDSEL_SESSION_CACHE (100000) live sessions per worker before the oldest are evicted\n"
+        "  HANDSEL_MAX_BLOB (16777216) bytes of one evidence upload\n"
+        "  HANDSEL_DEBUG_ROUTES=1 enables /debug/echo and /debug/stream (tests only)\n"
+        "  HANDSEL_DEV_AUTH=1 takes brand, role and subject from x-handsel-dev-* headers\n"
+        "    (development only; never expose such a server)\n",
         out);
 }
 
@@ -50,6 +57,26 @@ static void stop_probe(uv_loop_t *loop, void *arg) {
   if (s->probe != NULL) {
     hs_db_probe_stop(s->probe);
     s->probe = NULL;
+  }
+}
+
+static int worker_start(hs_worker_t *w, void *arg, hs_err_t *err) {
+  serve_ctx_t *s = arg;
+  if (s->cfg->db_conninfo[0] == '\0') {
+    return HS_OK; /* no database: only health, metrics and test routes work */
+  }
+  hs_store_t *store = NULL;
+  int rc = hs_store_new(&w->loop, s->cfg, &store, err);
+  if (rc == HS_OK) {
+    w->app = store;
+  }
+  return rc;
+}
+
+static void worker_stop(hs_worker_t *w, void *arg) {
+  if (w->app != NULL) {
+    hs_store_close(w->app);
+    w->app = NULL;
   }
 }
 
@@ -98,6 +125,8 @@ int hs_cmd_serve_main(int argc, char **argv) {
                            .n_routes = hs_api_routes_len,
                            .on_start = start_probe,
                            .on_stop = stop_probe,
+                           .worker_start = worker_start,
+                           .worker_stop = worker_stop,
                            .hook_ctx = &ctx};
   if (hs_server_run(&opts, &err) != HS_OK) {
     hs_log(HS_LOG_ERROR, "serve_failed", "{s:s}", "error", err.msg);

@@ -80,8 +80,8 @@ int hs_base64_encode(const uint8_t *src, size_t len, hs_buf_t *out);
  * convenience, not counted in *out_len). Padding may be omitted; whitespace, the URL-safe
  * alphabet and non-zero padding bits are refused with HS_EINVAL and a message naming the
  * character offset. HS_ENOMEM if the arena is out of memory. */
-int hs_base64_decode(const char *src, size_t len, hs_arena_t *arena, uint8_t **out,
-                     size_t *out_len, hs_err_t *err);
+int hs_base64_decode(const char *src, size_t len, hs_arena_t *arena, uint8_t **out, size_t *out_len,
+                     hs_err_t *err);
 
 /* Returns len if s[0..len) is valid UTF-8 (shortest forms only, no surrogates, nothing above
  * U+10FFFF), otherwise the offset of the first byte of the first invalid sequence. */

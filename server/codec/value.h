@@ -62,13 +62,13 @@ struct hs_member {
  * limits pointer use hs_codec_default_limits. A value exactly at a limit is accepted; one past
  * it fails with HS_ELIMIT. */
 typedef struct hs_codec_limits {
-  size_t max_bytes;     /* the whole message */
-  uint32_t max_depth;   /* nesting of arrays and maps; a scalar at top level is depth 0, [] is 1.
-                         * msgpack-c cannot nest deeper than 32, so msgpack caps this at 32 */
-  uint32_t max_count;   /* elements of one array or members of one map */
-  uint32_t max_items;   /* values in the whole message: the root plus every array element and
-                         * every map member (a key and its value count once) */
-  size_t max_str_len;   /* one string, binary or map key, in decoded bytes */
+  size_t max_bytes;   /* the whole message */
+  uint32_t max_depth; /* nesting of arrays and maps; a scalar at top level is depth 0, [] is 1.
+                       * msgpack-c cannot nest deeper than 32, so msgpack caps this at 32 */
+  uint32_t max_count; /* elements of one array or members of one map */
+  uint32_t max_items; /* values in the whole message: the root plus every array element and
+                       * every map member (a key and its value count once) */
+  size_t max_str_len; /* one string, binary or map key, in decoded bytes */
 } hs_codec_limits_t;
 
 /* Defaults for request bodies: 1 MiB, depth 16, 4096 per container, 65536 values,

@@ -116,7 +116,7 @@ static void conn_unpoll(conn_t *c) {
 
 /* Fails every job on the connection and schedules a reconnect. */
 static void conn_broken(conn_t *c, const char *why) {
-  char msg[256];
+  char msg[200]; /* leaves room for the prefix in a job's 256-byte error */
   snprintf(msg, sizeof msg, "%s", why != NULL && *why != '\0' ? why : "connection lost");
   size_t len = strlen(msg);
   while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) {
@@ -419,10 +419,10 @@ int hs_db_exec(hs_db_pool_t *p, const hs_db_stmt_t *stmts, size_t n, hs_db_done_
         }
       }
       ok = ok && PQsendQueryPrepared(c->pg, s->name, s->n_params, s->values, s->lengths, s->formats,
-                                     0) == 1;
+                                     s->binary_result ? 1 : 0) == 1;
     } else {
       ok = PQsendQueryParams(c->pg, s->sql, s->n_params, NULL, s->values, s->lengths, s->formats,
-                             0) == 1;
+                             s->binary_result ? 1 : 0) == 1;
     }
     j->cmd_stmt[j->n_cmds++] = (int)i;
   }

@@ -31,6 +31,7 @@ typedef struct hs_db_stmt {
   const char *const *values;
   const int *lengths; /* may be NULL when every parameter is text */
   const int *formats; /* may be NULL: all text */
+  bool binary_result; /* results in binary format (bytea as raw bytes, not hex text) */
 } hs_db_stmt_t;
 
 /* What a job's callback gets. results[i] is statement i's result (NULL if it never ran because

@@ -95,6 +95,9 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   cfg->control_limit = 1000;
   cfg->grace_ms = 10000;
   cfg->max_conns = 10000;
+  cfg->db_pool_size = 2;
+  cfg->session_cache = 100000;
+  cfg->max_blob = 16 * 1024 * 1024;
 
   const char *listen = getenv("HANDSEL_LISTEN");
   if (listen != NULL && *listen != '\0') {
@@ -115,6 +118,8 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   }
   const char *dbg = getenv("HANDSEL_DEBUG_ROUTES");
   cfg->debug_routes = dbg != NULL && strcmp(dbg, "1") == 0;
+  const char *dev = getenv("HANDSEL_DEV_AUTH");
+  cfg->dev_auth = dev != NULL && strcmp(dev, "1") == 0;
 
   ENV_NUM("HANDSEL_WORKERS", workers, 1, 256);
   ENV_NUM("HANDSEL_MAX_BODY", max_body, 1024, 1024ull * 1024 * 1024);
@@ -130,5 +135,8 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   ENV_NUM("HANDSEL_CONTROL_LIMIT", control_limit, 10, 10000000);
   ENV_NUM("HANDSEL_GRACE_MS", grace_ms, 0, 3600000);
   ENV_NUM("HANDSEL_MAX_CONNS", max_conns, 1, 1000000);
+  ENV_NUM("HANDSEL_DB_POOL", db_pool_size, 1, 64);
+  ENV_NUM("HANDSEL_SESSION_CACHE", session_cache, 1, 100000000);
+  ENV_NUM("HANDSEL_MAX_BLOB", max_blob, 1024, 1024ull * 1024 * 1024);
   return HS_OK;
 }

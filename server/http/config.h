@@ -33,6 +33,12 @@ typedef struct hs_config {
   uint32_t control_limit;     /* PING + SETTINGS received per connection per 10 s */
   uint32_t grace_ms;          /* SIGTERM: how long in-flight streams may take to finish */
   uint32_t max_conns;         /* connections per worker */
+
+  /* Sessions and the database. */
+  uint32_t db_pool_size;  /* PostgreSQL connections per worker */
+  uint32_t session_cache; /* live sessions a worker keeps in memory before evicting */
+  size_t max_blob;        /* bytes of one evidence upload */
+  bool dev_auth; /* development only: brand, role and subject from x-handsel-dev-* headers */
 } hs_config_t;
 
 /* Fills *cfg with defaults, then applies HANDSEL_* environment variables. Fails with a message

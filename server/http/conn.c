@@ -52,6 +52,7 @@ struct hs_stream {
   uint64_t content_length; /* UINT64_MAX when not sent */
   uint64_t start_ns;
   int status;
+  bool routed;     /* req.match is set */
   bool dispatched; /* the handler has the request */
   bool answered;   /* headers submitted */
   bool body_done;  /* no more body bytes will be queued */
@@ -82,6 +83,8 @@ struct hs_conn {
   bool closing;    /* GOAWAY or error sent: close once flushed */
   bool closed;
   bool goaway_drain; /* server draining: close once no stream is left */
+  bool flush_queued; /* on the worker's flush list */
+  hs_conn_t *flush_next;
   hs_close_reason_t reason;
 
   hs_stream_t *streams;
@@ -296,6 +299,42 @@ static void conn_fail(hs_conn_t *c, hs_close_reason_t reason, uint32_t h2_error)
   }
 }
 
+/* Handlers answer through hs_req_*; the bytes go out from the worker's check handle at the end
+ * of this loop iteration. So a request is never freed inside the hs_req_* call that answered
+ * it (the stream may close as soon as its last frame is sent), and every answer made in one
+ * iteration shares one write. */
+static void conn_want_flush(hs_conn_t *c) {
+  if (c->closed || c->flush_queued) {
+    return;
+  }
+  c->flush_queued = true;
+  c->flush_next = c->worker->flush_head;
+  c->worker->flush_head = c;
+}
+
+void hs_conn_flush_pending(hs_worker_t *w) {
+  while (w->flush_head != NULL) {
+    hs_conn_t *c = w->flush_head;
+    w->flush_head = c->flush_next;
+    c->flush_queued = false;
+    c->flush_next = NULL;
+    conn_flush(c);
+  }
+}
+
+static void unqueue_flush(hs_conn_t *c) {
+  if (!c->flush_queued) {
+    return;
+  }
+  for (hs_conn_t **p = &c->worker->flush_head; *p != NULL; p = &(*p)->flush_next) {
+    if (*p == c) {
+      *p = c->flush_next;
+      break;
+    }
+  }
+  c->flush_queued = false;
+}
+
 /* ---------------------------------------------------------------- close */
 
 static void on_close(uv_handle_t *h) {
@@ -311,6 +350,7 @@ static void conn_close(hs_conn_t *c, hs_close_reason_t reason) {
   }
   c->closed = true;
   hs_worker_t *w = c->worker;
+  unqueue_flush(c);
   /* Streams first: their handlers may hold work in flight that must be cancelled. */
   while (c->streams != NULL) {
     stream_free(c->streams);
@@ -484,6 +524,8 @@ static void respond_bytes(hs_req_t *req, int status, const char *content_type,
   hs_stream_t *st = stream_of(req);
   hs_conn_t *c = st->conn;
   if (st->answered) {
+    /* A handler that fails after starting a stream can only end it. */
+    hs_req_stream_end(req);
     return;
   }
   st->out.len = 0;
@@ -499,7 +541,7 @@ static void respond_bytes(hs_req_t *req, int status, const char *content_type,
   if (submit_headers(st, status, content_type, extra, n_extra, len > 0, len) != HS_OK) {
     nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
   }
-  conn_flush(c);
+  conn_want_flush(c);
 }
 
 static const char *format_content_type(hs_format_t f) {
@@ -569,6 +611,15 @@ void hs_req_respond_error_h(hs_req_t *req, int status, const char *const *header
   va_end(ap);
 }
 
+const char *hs_req_header(const hs_req_t *req, const char *name) {
+  for (const hs_header_t *h = req->headers; h != NULL; h = h->next) {
+    if (strcmp(h->name, name) == 0) {
+      return h->value;
+    }
+  }
+  return NULL;
+}
+
 int hs_req_decode_body(hs_req_t *req, hs_value_t **out) {
   hs_err_t err;
   hs_err_clear(&err);
@@ -595,7 +646,7 @@ int hs_req_stream_start(hs_req_t *req, int status, const char *content_type) {
   hs_stream_t *st = stream_of(req);
   int rc = submit_headers(st, status, content_type, NULL, 0, true, SIZE_MAX);
   if (rc == HS_OK) {
-    conn_flush(st->conn);
+    conn_want_flush(st->conn);
   }
   return rc;
 }
@@ -619,7 +670,7 @@ int hs_req_stream_write(hs_req_t *req, const void *p, size_t n) {
     st->deferred = false;
     nghttp2_session_resume_data(c->h2, st->id);
   }
-  conn_flush(c);
+  conn_want_flush(c);
   return HS_OK;
 }
 
@@ -640,7 +691,7 @@ void hs_req_stream_end(hs_req_t *req) {
     st->deferred = false;
     nghttp2_session_resume_data(st->conn->h2, st->id);
   }
-  conn_flush(st->conn);
+  conn_want_flush(st->conn);
 }
 
 static int hexval(int ch) {
@@ -712,6 +763,34 @@ static void reject(hs_stream_t *st, int status, const char *code, const char *ms
   hs_req_respond_error(&st->req, status, code, "%s", msg);
 }
 
+/* Matches the route once the headers are complete, so that the body limit can follow the
+ * route (evidence uploads may be larger than ordinary bodies). */
+static void route_request(hs_stream_t *st) {
+  hs_worker_t *w = st->conn->worker;
+  hs_req_t *req = &st->req;
+  if (st->routed) {
+    return;
+  }
+  st->routed = true;
+  const char *qm = strchr(req->path, '?');
+  size_t path_len = strlen(req->path);
+  if (qm != NULL) {
+    req->query = qm + 1;
+    path_len = (size_t)(qm - req->path);
+  }
+  hs_router_match(w->routes, w->n_routes, w->config->debug_routes, req->method, req->path,
+                  path_len, &req->match);
+  if (qm != NULL) {
+    char *p = hs_arena_strndup(&req->arena, req->path, path_len);
+    if (p != NULL) {
+      req->path = p;
+    }
+  }
+  if (req->match.route >= 0 && (w->routes[req->match.route].flags & HS_ROUTE_LARGE_BODY)) {
+    req->body.limit = w->config->max_blob;
+  }
+}
+
 static void dispatch(hs_stream_t *st) {
   hs_worker_t *w = st->conn->worker;
   hs_req_t *req = &st->req;
@@ -722,20 +801,7 @@ static void dispatch(hs_stream_t *st) {
     hs_req_respond_error(req, 400, "malformed", "The request path must start with '/'");
     return;
   }
-  const char *qm = strchr(req->path, '?');
-  size_t path_len = strlen(req->path);
-  if (qm != NULL) {
-    req->query = qm + 1;
-    path_len = (size_t)(qm - req->path);
-  }
-  hs_router_match(w->routes, w->n_routes, w->config->debug_routes, req->method, req->path, path_len,
-                  &req->match);
-  if (qm != NULL) {
-    char *p = hs_arena_strndup(&req->arena, req->path, path_len);
-    if (p != NULL) {
-      req->path = p;
-    }
-  }
+  route_request(st);
   if (req->match.route < 0) {
     if (req->match.path_matched) {
       hs_req_respond_error(req, 405, "method_not_allowed",
@@ -812,12 +878,20 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     }
     st->content_length = valuelen > 19 ? UINT64_MAX - 1 : v;
   }
+  char *copy = hs_arena_strndup(a, (const char *)value, valuelen);
+  hs_header_t *h = hs_arena_alloc(a, sizeof *h);
+  char *name_copy = hs_arena_strndup(a, (const char *)name, namelen);
+  if (copy == NULL || h == NULL || name_copy == NULL) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
   if (slot != NULL) {
-    char *copy = hs_arena_strndup(a, (const char *)value, valuelen);
-    if (copy == NULL) {
-      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    }
     *slot = copy;
+  }
+  if (name[0] != ':') {
+    h->name = name_copy;
+    h->value = copy;
+    h->next = st->req.headers;
+    st->req.headers = h;
   }
   return 0;
 }
@@ -832,7 +906,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
   if (rc == HS_ELIMIT) {
     char msg[160];
     snprintf(msg, sizeof msg, "The request body is larger than the limit of %zu bytes",
-             st->conn->worker->config->max_body);
+             st->req.body.limit);
     reject(st, 413, "too_large", msg);
   } else if (rc != HS_OK) {
     reject(st, 503, "unavailable", "The server is short of memory; retry later");
@@ -877,11 +951,14 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
       if (st == NULL) {
         break;
       }
+      if (frame->hd.type == NGHTTP2_HEADERS && !st->dispatched && *st->req.path == '/') {
+        route_request(st);
+      }
       if (frame->hd.type == NGHTTP2_HEADERS && !st->dispatched &&
-          st->content_length != UINT64_MAX && st->content_length > c->worker->config->max_body) {
+          st->content_length != UINT64_MAX && st->content_length > st->req.body.limit) {
         char msg[160];
         snprintf(msg, sizeof msg, "The request body is larger than the limit of %zu bytes",
-                 c->worker->config->max_body);
+                 st->req.body.limit);
         reject(st, 413, "too_large", msg);
         break;
       }

@@ -5,6 +5,10 @@
  * callback of its own (a database reply, a timer). It answers exactly once, with one of
  * hs_req_respond*, or by starting a stream and ending it.
  *
+ * Answering never frees the request on the spot: the bytes go out at the end of the current
+ * loop iteration, so req stays valid until the callback that answered it returns (and not a
+ * moment longer: keep no pointer to it after that).
+ *
  * Cancellation: the client can reset its stream, or the connection can die, at any moment. The
  * handler that keeps work in flight sets req->on_cancel before returning; the connection calls
  * it exactly once when the stream goes away before the handler is done, and frees the request
@@ -24,6 +28,13 @@
 #include "http/router.h"
 
 typedef struct hs_worker hs_worker_t;
+
+/* A request header as received (lower-case name), in the request's arena. */
+typedef struct hs_header {
+  struct hs_header *next;
+  const char *name;
+  const char *value;
+} hs_header_t;
 typedef void (*hs_req_cb)(hs_req_t *req);
 
 struct hs_req {
@@ -37,6 +48,7 @@ struct hs_req {
   hs_format_t out_format;    /* from Accept (msgpack unless it asks for JSON) */
   hs_buf_t body;             /* the request body, at most config.max_body bytes */
   hs_route_match_t match;    /* the route and its parameters */
+  struct hs_header *headers; /* every request header, in the arena (at most max_headers) */
   const hs_config_t *config; /* borrowed: the server's configuration */
   hs_worker_t *worker;       /* the worker thread this request runs on */
   hs_arena_t arena;          /* per request: decoded bodies, response trees; freed with it */
@@ -46,6 +58,9 @@ struct hs_req {
   hs_req_cb on_cancel; /* see above; NULL when nothing is in flight */
   hs_req_cb on_drain;  /* streaming: called when buffered output fell below half the cap */
 };
+
+/* The value of the first header named `name` (lower case), or NULL. */
+const char *hs_req_header(const hs_req_t *req, const char *name);
 
 /* Decodes the request body in req->in_format into req->arena, with the default codec limits.
  * On failure answers 400 (malformed) or 413 (too large) itself and returns the error code: the

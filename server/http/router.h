@@ -20,7 +20,8 @@ typedef struct hs_route {
 } hs_route_t;
 
 enum {
-  HS_ROUTE_DEBUG = 1u << 0, /* only when debug routes are enabled */
+  HS_ROUTE_DEBUG = 1u << 0,      /* only when debug routes are enabled */
+  HS_ROUTE_LARGE_BODY = 1u << 1, /* the body may be up to config.max_blob (evidence uploads) */
   HS_ROUTE_MAX_PARAMS = 4,
   HS_ROUTE_MAX_PARAM_LEN = 128,
 };

@@ -66,10 +66,19 @@ static void on_connection(uv_stream_t *server, int status) {
 }
 
 static void worker_maybe_finish(hs_worker_t *w) {
-  if (w->draining && w->n_conns == 0) {
+  if (w->draining && w->n_conns == 0 && !w->stopped) {
+    w->stopped = true;
+    if (w->opts->worker_stop != NULL) {
+      w->opts->worker_stop(w, w->opts->hook_ctx);
+    }
     uv_close((uv_handle_t *)&w->sweep, NULL);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->flush, NULL);
   }
+}
+
+static void on_flush_check(uv_check_t *h) {
+  hs_conn_flush_pending(h->data);
 }
 
 static void on_sweep(uv_timer_t *t) {
@@ -129,6 +138,11 @@ static int worker_init(hs_worker_t *w, hs_err_t *err) {
   uv_timer_init(&w->loop, &w->sweep);
   w->sweep.data = w;
   uv_timer_start(&w->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+  uv_check_init(&w->loop, &w->flush);
+  w->flush.data = w;
+  uv_check_start(&w->flush, on_flush_check);
+  /* The check handle alone must not keep the loop alive. */
+  uv_unref((uv_handle_t *)&w->flush);
   return HS_OK;
 }
 
@@ -194,6 +208,7 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
     w->n_routes = opts->n_routes;
     w->tls = tls;
     w->metrics = hs_metrics_shard(i);
+    w->opts = opts;
     w->listen_fd = open_listener(cfg, err);
     if (w->listen_fd < 0) {
       rc = w->listen_fd;
@@ -202,13 +217,22 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
     rc = worker_init(w, err);
     if (rc == HS_OK) {
       started++;
+      if (opts->worker_start != NULL) {
+        /* On the main thread, before the worker's thread runs: the loop is not running yet, so
+         * this is the only thread touching it. */
+        rc = opts->worker_start(w, opts->hook_ctx, err);
+      }
     }
   }
   if (rc != HS_OK) {
     for (unsigned i = 0; i < started; i++) {
+      if (workers[i].app != NULL && opts->worker_stop != NULL) {
+        opts->worker_stop(&workers[i], opts->hook_ctx);
+      }
       uv_close((uv_handle_t *)&workers[i].listener, NULL);
       uv_close((uv_handle_t *)&workers[i].wakeup, NULL);
       uv_close((uv_handle_t *)&workers[i].sweep, NULL);
+      uv_close((uv_handle_t *)&workers[i].flush, NULL);
       uv_run(&workers[i].loop, UV_RUN_DEFAULT);
       uv_loop_close(&workers[i].loop);
     }

@@ -15,12 +15,21 @@
  * (the database readiness probe). May be NULL. */
 typedef void (*hs_server_main_hook)(uv_loop_t *loop, void *ctx);
 
+typedef struct hs_worker hs_worker_t;
+
+/* Called on each worker thread: start before it accepts (to set worker->app), stop once it has
+ * no connection left (to close what start opened, so the loop can end). */
+typedef int (*hs_server_worker_start)(hs_worker_t *w, void *ctx, hs_err_t *err);
+typedef void (*hs_server_worker_stop)(hs_worker_t *w, void *ctx);
+
 typedef struct hs_server_opts {
   const hs_config_t *config; /* borrowed for the whole run */
   const hs_route_t *routes;  /* borrowed for the whole run */
   size_t n_routes;
   hs_server_main_hook on_start; /* may be NULL */
   hs_server_main_hook on_stop;  /* may be NULL: stop what on_start began */
+  hs_server_worker_start worker_start; /* may be NULL */
+  hs_server_worker_stop worker_stop;   /* may be NULL */
   void *hook_ctx;
 } hs_server_opts_t;
 

@@ -23,6 +23,8 @@ struct hs_worker {
   uv_tcp_t listener;
   uv_async_t wakeup; /* main thread -> worker: start draining */
   uv_timer_t sweep;  /* timeouts of every connection, checked together */
+  uv_check_t flush;  /* sends what handlers answered during this loop iteration */
+  hs_conn_t *flush_head; /* connections waiting for that (borrowed; linked via the conn) */
   uv_thread_t thread;
   int listen_fd; /* owned until handed to the listener */
 
@@ -31,7 +33,9 @@ struct hs_worker {
   size_t n_routes;
   SSL_CTX *tls; /* borrowed; NULL when TLS is off. SSL_CTX is safe to share across threads */
   hs_metrics_shard_t *metrics;
-  void *app; /* application state for handlers (the database pool, later); borrowed */
+  void *app; /* application state for handlers (the session store); set by worker_start */
+  const struct hs_server_opts *opts; /* borrowed */
+  bool stopped; /* worker_stop ran */
 
   hs_conn_t *conns; /* owned: every open connection, doubly linked */
   unsigned n_conns;
@@ -49,6 +53,8 @@ void hs_conn_sweep(hs_conn_t *c, uint64_t now);
 void hs_conn_drain(hs_conn_t *c);
 /* conn.c: closes at once (drain deadline passed). */
 void hs_conn_abort(hs_conn_t *c);
+/* conn.c: flushes every connection a handler answered on since the last loop iteration. */
+void hs_conn_flush_pending(hs_worker_t *w);
 /* conn.c: the next connection in the worker's list (for iteration that may close c). */
 hs_conn_t *hs_conn_next(hs_conn_t *c);
 

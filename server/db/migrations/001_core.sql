@@ -44,36 +44,26 @@ CREATE TABLE sessions (
   customer       bytea NOT NULL,
   contractor     bytea NOT NULL,
   seed           bigint NOT NULL,
-  status         text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'ended', 'failed')),
-  seq            integer NOT NULL DEFAULT 1,
+  events         bytea NOT NULL,
   created_at     timestamptz NOT NULL DEFAULT now(),
-  updated_at     timestamptz NOT NULL DEFAULT now(),
   FOREIGN KEY (brand_id, process, version) REFERENCES process_versions (brand_id, name, version)
 );
 -- Starting a visit again with the same ref returns the same session.
 CREATE UNIQUE INDEX sessions_ref ON sessions (brand_id, contractor_id, ref) WHERE ref IS NOT NULL;
 CREATE INDEX sessions_brand ON sessions (brand_id, created_at);
 
--- The append-only event log a session is replayed from: one row per recorded input (a
--- completion's validated data, a suggestion's pick, an outcome), in order.
-CREATE TABLE session_events (
-  session_id  text NOT NULL REFERENCES sessions(id),
-  idx         integer NOT NULL,
-  seq         integer NOT NULL,
-  kind        text NOT NULL,
-  body        bytea NOT NULL,
-  created_at  timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (session_id, idx)
-);
-
--- One accepted completion per (session, seq): the key that makes a retried POST safe. The
--- digest of the request decides whether a retry is the same completion (same answer) or a
--- different one (409).
+-- The session's event log, which replay reads back: the events of the start call live in
+-- sessions.events, and those of each accepted completion in its step_completions row, so one
+-- completion is one row. One accepted completion per (session, seq) is also the key that makes a
+-- retried POST safe: the digest of the request tells a retry of the same completion (same
+-- answer) from a different one (409).
 CREATE TABLE step_completions (
   session_id   text NOT NULL REFERENCES sessions(id),
   seq          integer NOT NULL,
   digest       bytea NOT NULL,
   response     bytea NOT NULL,
+  events       bytea NOT NULL,
+  ended        boolean NOT NULL DEFAULT false,
   device_time  timestamptz,
   created_at   timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (session_id, seq)
@@ -84,6 +74,7 @@ CREATE TABLE blobs (
   brand_id     bigint NOT NULL REFERENCES brands(id),
   hash         text NOT NULL CHECK (hash ~ '^[0-9a-f]{64}$'),
   size         bigint NOT NULL,
+  content_type text NOT NULL DEFAULT 'application/octet-stream',
   content      bytea NOT NULL,
   uploaded_by  text NOT NULL,
   created_at   timestamptz NOT NULL DEFAULT now(),

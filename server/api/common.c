@@ -1,0 +1,38 @@
+#include "api/common.h"
+
+void hs_api_unavailable(hs_req_t *req, const char *detail) {
+  static const char *const retry[] = {"retry-after", "1"};
+  hs_req_respond_error_h(req, 503, retry, 1, "unavailable",
+                         "Storage is unavailable right now (%s); retry in a moment",
+                         detail != NULL && *detail != '\0' ? detail : "no detail");
+}
+
+void hs_api_fail(hs_req_t *req, int status, const char *message) {
+  switch (status) {
+    case HS_ENOTFOUND:
+      hs_req_respond_error(req, 404, "not_found", "%s", message);
+      return;
+    case HS_ECONFLICT:
+      hs_req_respond_error(req, 409, "conflict", "%s", message);
+      return;
+    case HS_EINVAL:
+      hs_req_respond_error(req, 400, "malformed", "%s", message);
+      return;
+    case HS_ELIMIT:
+      hs_req_respond_error(req, 413, "too_large", "%s", message);
+      return;
+    case HS_EVALIDATION:
+      hs_req_respond_error(req, 422, "validation_failed", "%s", message);
+      return;
+    case HS_ESCRIPT:
+      hs_req_respond_error(req, 422, "script_error", "%s", message);
+      return;
+    case HS_EUNAVAIL:
+    case HS_ENOMEM:
+      hs_api_unavailable(req, message);
+      return;
+    default:
+      hs_req_respond_error(req, 500, "internal", "%s", message);
+      return;
+  }
+}

@@ -1,0 +1,13 @@
+/* Small helpers every API handler shares, so each error is written the same way. */
+#ifndef HS_API_COMMON_H
+#define HS_API_COMMON_H
+
+#include "http/request.h"
+
+/* 503 with Retry-After: the database (or memory) is short; the client retries. */
+void hs_api_unavailable(hs_req_t *req, const char *detail);
+
+/* Answers for an hs_status_t returned by the store or the engine, with message as the text. */
+void hs_api_fail(hs_req_t *req, int status, const char *message);
+
+#endif

@@ -1,0 +1,1228 @@
+/* The contractor API of SPEC §4: start a visit, read it, stream it, complete its steps, and
+ * leave feedback. Durability is SPEC §5: an answer that acknowledges a write is sent only from
+ * the group commit's callback, after PostgreSQL committed it.
+ *
+ * Every handler here follows one shape: an op (heap, owned by the handler) carries the request
+ * across asynchronous steps. While a read (a database job or a session load) is in flight, a
+ * stream reset cancels it and frees the op. While a write is in flight, a reset only detaches
+ * the request: the write's callback still runs, keeps the session's books straight, and frees
+ * the op. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/auth.h"
+#include "api/common.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "http/worker.h"
+#include "store/store.h"
+
+enum { MAX_REF = 128, MAX_FEEDBACK_COMMENT = 4000, MAX_TAGS = 32, MAX_TAG = 64 };
+
+typedef struct sop sop_t;
+typedef void (*sop_fn)(sop_t *op, hs_live_t *live);
+
+struct sop {
+  hs_req_t *req; /* NULL once the client went away */
+  hs_store_t *store;
+  hs_principal_t who;
+  char id[40];
+  uint32_t seq;
+  const hs_value_t *data; /* completion data, in the request's arena */
+  char at[40];            /* device time as sent (RFC 3339), "" when absent */
+  int64_t at_ms;
+  hs_load_t *load;   /* a session load in flight */
+  hs_db_job_t *job;  /* a read in flight */
+  bool writing;      /* a commit in flight: never cancelled */
+  hs_waiter_t waiter;
+  hs_live_t *waiting_on; /* the live session whose queue holds waiter */
+  hs_watcher_t watcher;
+  hs_live_t *watching;
+  sop_fn next;
+  /* Session start. */
+  hs_session_t *new_session;
+  hs_live_t *new_live;
+  char process[65];
+  char ref[MAX_REF + 1];
+  /* Completion. */
+  hs_live_t *live;
+  bool holding; /* op holds live->busy while it checks the evidence blobs */
+  hs_value_t *missing; /* evidence fields whose blob is not stored: name -> message */
+};
+
+static hs_store_t *store_of(hs_req_t *req) {
+  return req->worker->app;
+}
+
+static void sop_free(sop_t *op) {
+  if (op->new_session != NULL) {
+    hs_session_free(op->new_session);
+  }
+  free(op->new_live);
+  free(op);
+}
+
+static void sop_cancel(hs_req_t *req) {
+  sop_t *op = req->data;
+  op->req = NULL;
+  if (op->load != NULL) {
+    hs_load_cancel(op->load);
+    op->load = NULL;
+  }
+  if (op->job != NULL) {
+    hs_db_job_cancel(op->job);
+    op->job = NULL;
+  }
+  if (op->waiting_on != NULL) {
+    hs_store_live_unwait(op->waiting_on, &op->waiter);
+    op->waiting_on = NULL;
+  }
+  if (op->watching != NULL) {
+    hs_store_live_unwatch(op->watching, &op->watcher);
+    op->watching = NULL;
+  }
+  if (op->holding) {
+    op->holding = false;
+    hs_store_live_release(op->store, op->live);
+  }
+  if (!op->writing) {
+    sop_free(op);
+  }
+}
+
+static sop_t *sop_new(hs_req_t *req, const hs_principal_t *who) {
+  sop_t *op = calloc(1, sizeof *op);
+  if (op == NULL) {
+    hs_api_unavailable(req, "out of memory");
+    return NULL;
+  }
+  op->req = req;
+  op->store = store_of(req);
+  op->who = *who;
+  req->data = op;
+  req->on_cancel = sop_cancel;
+  return op;
+}
+
+/* The request is answered: nothing is in flight for it any more. */
+static void sop_done(sop_t *op) {
+  if (op->req != NULL) {
+    op->req->on_cancel = NULL;
+    op->req->data = NULL;
+  }
+  sop_free(op);
+}
+
+/* ------------------------------------------------------------ values */
+
+static hs_value_t *session_value(hs_arena_t *a, const hs_live_t *live) {
+  hs_value_t *s = hs_value_new_map(a, 8);
+  if (s == NULL) {
+    return NULL;
+  }
+  hs_session_state_t st = hs_session_status(live->session);
+  char started[40];
+  hs_time_format(live->started_ms, started, sizeof started);
+  int rc = hs_map_add_str(a, s, "id", live->id);
+  rc |= hs_map_add_str(a, s, "process", live->process);
+  rc |= hs_map_add_str(a, s, "version", live->version);
+  rc |= hs_map_add_str(a, s, "status",
+                       st == HS_SESSION_WAITING ? "active"
+                       : st == HS_SESSION_ENDED ? "ended"
+                                                : "failed");
+  rc |= live->ref[0] != '\0' ? hs_map_add_str(a, s, "ref", live->ref) : hs_map_add_nil(a, s, "ref");
+  rc |= hs_map_add_str(a, s, "started_at", started);
+  if (st != HS_SESSION_WAITING) {
+    rc |= live->outcome[0] != '\0' ? hs_map_add_str(a, s, "outcome", live->outcome)
+                                   : hs_map_add_nil(a, s, "outcome");
+  }
+  return rc == HS_OK ? s : NULL;
+}
+
+/* {session, step}: the answer of start and get. */
+static void respond_session(sop_t *op, hs_live_t *live, int status) {
+  hs_req_t *req = op->req;
+  hs_arena_t *a = &req->arena;
+  hs_value_t *root = hs_value_new_map(a, 2);
+  hs_value_t *s = session_value(a, live);
+  hs_value_t *step = NULL;
+  hs_err_t err;
+  hs_err_clear(&err);
+  if (hs_session_status(live->session) == HS_SESSION_WAITING &&
+      hs_session_step(live->session, a, &step, &err) != HS_OK) {
+    hs_api_fail(req, err.code, err.msg);
+    sop_done(op);
+    return;
+  }
+  hs_value_t nil = {.type = HS_V_NIL};
+  if (root == NULL || s == NULL || hs_map_add(a, root, "session", s) == NULL ||
+      hs_map_add(a, root, "step", step != NULL ? step : &nil) == NULL) {
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  hs_req_respond(req, status, root);
+  sop_done(op);
+}
+
+/* ------------------------------------------------------------ getting the live session */
+
+static void with_live(sop_t *op, sop_fn fn);
+
+static bool owns(const sop_t *op, const hs_live_t *live) {
+  if (live->brand_id != op->who.brand_id) {
+    return false;
+  }
+  return op->who.role != HS_ROLE_CONTRACTOR || strcmp(live->contractor_id, op->who.subject) == 0;
+}
+
+static void on_waited(hs_waiter_t *w, hs_live_t *live) {
+  sop_t *op = (sop_t *)((char *)w - offsetof(sop_t, waiter));
+  op->waiting_on = NULL;
+  if (live == NULL || live->stale) {
+    with_live(op, op->next); /* the copy we waited on was dropped: load it again */
+    return;
+  }
+  op->next(op, live);
+}
+
+static void on_loaded(void *ctx, int status, hs_live_t *live, const hs_err_t *err) {
+  sop_t *op = ctx;
+  op->load = NULL;
+  if (status == HS_OK) {
+    if (!owns(op, live)) {
+      hs_req_respond_error(op->req, 404, "not_found", "There is no session %s", op->id);
+      sop_done(op);
+      return;
+    }
+    op->waiting_on = live;
+    hs_store_live_wait(op->store, live, &op->waiter);
+    return;
+  }
+  if (status == HS_ENOTFOUND) {
+    hs_req_respond_error(op->req, 404, "not_found", "There is no session %s", op->id);
+  } else if (status == HS_EUNAVAIL) {
+    hs_api_unavailable(op->req, err->msg);
+  } else {
+    hs_log(HS_LOG_ERROR, "session_replay_failed", "{s:s, s:s}", "session", op->id, "error",
+           err->msg);
+    hs_req_respond_error(op->req, 500, "script_error",
+                         "The session cannot be rebuilt from its record: %s", err->msg);
+  }
+  sop_done(op);
+}
+
+/* Runs fn with the session once it is in memory and no commit of it is in flight. */
+static void with_live(sop_t *op, sop_fn fn) {
+  op->next = fn;
+  op->waiter.run = on_waited;
+  hs_live_t *live = hs_store_live_get(op->store, op->id);
+  if (live != NULL && !live->stale) {
+    if (!owns(op, live)) {
+      hs_req_respond_error(op->req, 404, "not_found", "There is no session %s", op->id);
+      sop_done(op);
+      return;
+    }
+    op->waiting_on = live;
+    hs_store_live_wait(op->store, live, &op->waiter);
+    return;
+  }
+  int rc = hs_store_load(op->store, op->who.brand_id, op->id, on_loaded, op, &op->load);
+  if (rc != HS_OK) {
+    hs_api_unavailable(op->req, "the database is unavailable");
+    sop_done(op);
+  }
+}
+
+static bool take_session_id(hs_req_t *req, sop_t *op) {
+  const char *id = hs_route_param(&req->match, "id");
+  if (id == NULL || !hs_uuid_valid(id)) {
+    hs_req_respond_error(req, 404, "not_found", "There is no session %s (ids are UUIDs)",
+                         id != NULL ? id : "");
+    return false;
+  }
+  snprintf(op->id, sizeof op->id, "%s", id);
+  return true;
+}
+
+/* ------------------------------------------------------------ GET /v1/sessions/{id} */
+
+static void get_with_live(sop_t *op, hs_live_t *live) {
+  respond_session(op, live, 200);
+}
+
+static void get_authorized(hs_req_t *req, const hs_principal_t *who) {
+  sop_t *op = sop_new(req, who);
+  if (op == NULL) {
+    return;
+  }
+  if (!take_session_id(req, op)) {
+    sop_done(op);
+    return;
+  }
+  with_live(op, get_with_live);
+}
+
+void hs_api_session_get(hs_req_t *req) {
+  hs_auth_resolve(req, HS_ROLE_CONTRACTOR | HS_ROLE_ADMIN | HS_ROLE_COMPLIANCE, get_authorized);
+}
+
+/* ------------------------------------------------------------ POST /v1/sessions */
+
+static bool valid_process_name(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9'))) {
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+static void start_lookup_ref(sop_t *op);
+
+static void on_session_committed(void *ctx, int status, bool inserted) {
+  sop_t *op = ctx;
+  op->writing = false;
+  if (op->req == NULL) {
+    sop_free(op); /* the client left; the session exists and a retry with its ref finds it */
+    return;
+  }
+  if (status != HS_OK) {
+    hs_api_unavailable(op->req, "the session could not be stored");
+    sop_done(op);
+    return;
+  }
+  if (!inserted) {
+    /* Another request with the same ref won the race: answer with its session. */
+    start_lookup_ref(op);
+    return;
+  }
+  hs_live_t *live = op->new_live;
+  live->session = op->new_session;
+  op->new_live = NULL;
+  op->new_session = NULL;
+  if (hs_store_live_add(op->store, &live) != HS_OK) {
+    hs_api_unavailable(op->req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  respond_session(op, live, 201);
+}
+
+static void start_new(sop_t *op, const char *version, const char *source, size_t source_len) {
+  hs_req_t *req = op->req;
+  hs_err_t err;
+  hs_err_clear(&err);
+  hs_process_t *p = hs_store_process(op->store, op->who.brand_id, op->process, version, source,
+                                     source_len, &err);
+  if (p == NULL) {
+    hs_log(HS_LOG_ERROR, "process_load_failed", "{s:s, s:s}", "process", op->process, "error",
+           err.msg);
+    hs_req_respond_error(req, 500, "script_error", "The process %s cannot be loaded: %s",
+                         op->process, err.msg);
+    sop_done(op);
+    return;
+  }
+  hs_arena_t *a = &req->arena;
+  const hs_value_t *customer = op->data;
+  hs_value_t *contractor = hs_value_new_map(a, 2);
+  if (contractor == NULL || hs_map_add_str(a, contractor, "id", op->who.subject) != HS_OK ||
+      hs_map_add_str(a, contractor, "name", op->who.subject) != HS_OK) {
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  uint64_t seed = 0;
+  if (hs_uuid_v4(op->id) != HS_OK || hs_random_u64(&seed) != HS_OK) {
+    hs_api_unavailable(req, "no randomness available");
+    sop_done(op);
+    return;
+  }
+  seed &= INT64_MAX; /* stored in a bigint */
+  int64_t now = hs_time_now_ms();
+  hs_session_start_t start = {.session_id = op->id,
+                              .customer = customer,
+                              .contractor = contractor,
+                              .seed = seed,
+                              .at_ms = now};
+  hs_step_result_t res;
+  int rc = hs_session_start(p, &start, a, &op->new_session, &res, &err);
+  if (rc != HS_OK) {
+    hs_api_fail(req, rc == HS_ELIMIT || rc == HS_ESCRIPT ? HS_ESCRIPT : rc, err.msg);
+    sop_done(op);
+    return;
+  }
+  op->new_live = calloc(1, sizeof *op->new_live);
+  if (op->new_live == NULL) {
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  hs_live_t *live = op->new_live;
+  snprintf(live->id, sizeof live->id, "%s", op->id);
+  live->brand_id = op->who.brand_id;
+  snprintf(live->contractor_id, sizeof live->contractor_id, "%s", op->who.subject);
+  snprintf(live->process, sizeof live->process, "%s", op->process);
+  snprintf(live->version, sizeof live->version, "%s", version);
+  snprintf(live->ref, sizeof live->ref, "%s", op->ref);
+  if (res.outcome != NULL) {
+    snprintf(live->outcome, sizeof live->outcome, "%s", res.outcome);
+  }
+  live->started_ms = now;
+  live->proc = p;
+
+  json_t *row = json_pack("{s:s, s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o}", "id", op->id,
+                          "brand_id", (json_int_t)op->who.brand_id, "process", op->process,
+                          "version", version, "contractor_id", op->who.subject, "ref",
+                          op->ref[0] != '\0' ? json_string(op->ref) : json_null(), "customer",
+                          hs_json_msgpack_b64(customer), "contractor",
+                          hs_json_msgpack_b64(contractor), "seed", (json_int_t)seed, "events",
+                          hs_json_msgpack_b64(res.events));
+  if (row == NULL) {
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  rc = hs_commit_submit(hs_store_committer(op->store), HS_WRITE_SESSION, row,
+                        on_session_committed, op, NULL);
+  if (rc != HS_OK) {
+    hs_api_unavailable(req, rc == HS_ELIMIT ? "too many writes are waiting" : "not connected");
+    sop_done(op);
+    return;
+  }
+  op->writing = true;
+}
+
+static void on_start_read(void *ctx, const hs_db_result_t *res) {
+  sop_t *op = ctx;
+  op->job = NULL;
+  hs_req_t *req = op->req;
+  if (res->status != HS_OK) {
+    hs_api_unavailable(req, res->error);
+    sop_done(op);
+    return;
+  }
+  PGresult *existing = res->n_results > 1 ? res->results[1] : NULL;
+  if (existing != NULL && PQntuples(existing) == 1) {
+    snprintf(op->id, sizeof op->id, "%s", PQgetvalue(existing, 0, 0));
+    op->next = get_with_live;
+    with_live(op, get_with_live);
+    return;
+  }
+  PGresult *proc = res->results[0];
+  if (PQntuples(proc) != 1) {
+    hs_req_respond_error(req, 404, "not_found",
+                         "There is no process named %s: deploy it with PUT /v1/processes/%s",
+                         op->process, op->process);
+    sop_done(op);
+    return;
+  }
+  start_new(op, PQgetvalue(proc, 0, 0), PQgetvalue(proc, 0, 1), (size_t)PQgetlength(proc, 0, 1));
+}
+
+static const char k_active_sql[] =
+    "SELECT p.active_version, pv.source FROM processes p JOIN process_versions pv"
+    " ON pv.brand_id = p.brand_id AND pv.name = p.name AND pv.version = p.active_version"
+    " WHERE p.brand_id = $1 AND p.name = $2";
+static const char k_by_ref_sql[] =
+    "SELECT id FROM sessions WHERE brand_id = $1 AND contractor_id = $2 AND ref = $3";
+
+static void on_ref_found(void *ctx, const hs_db_result_t *res) {
+  sop_t *op = ctx;
+  op->job = NULL;
+  if (res->status != HS_OK || PQntuples(res->results[0]) != 1) {
+    hs_api_unavailable(op->req, res->status != HS_OK ? res->error : "the session vanished");
+    sop_done(op);
+    return;
+  }
+  snprintf(op->id, sizeof op->id, "%s", PQgetvalue(res->results[0], 0, 0));
+  with_live(op, get_with_live);
+}
+
+static void start_lookup_ref(sop_t *op) {
+  char brand[24];
+  snprintf(brand, sizeof brand, "%" PRId64, op->who.brand_id);
+  const char *params[] = {brand, op->who.subject, op->ref};
+  hs_db_stmt_t s = {.name = "hs_session_by_ref", .sql = k_by_ref_sql, .n_params = 3,
+                    .values = params};
+  if (hs_db_exec(hs_store_pool(op->store), &s, 1, on_ref_found, op, &op->job) != HS_OK) {
+    hs_api_unavailable(op->req, "the database is unavailable");
+    sop_done(op);
+  }
+}
+
+/* Refuses members a message does not define, so that a typo is an error, not a silent no-op. */
+static bool only_members(hs_req_t *req, const hs_value_t *body, const char *const *allowed) {
+  for (size_t i = 0; i < body->as.map.len; i++) {
+    const char *key = body->as.map.items[i].key;
+    bool ok = false;
+    for (const char *const *a = allowed; *a != NULL; a++) {
+      ok = ok || strcmp(*a, key) == 0;
+    }
+    if (!ok) {
+      hs_req_respond_error(req, 400, "malformed", "Unknown member \"%s\" in the request body",
+                           key);
+      return false;
+    }
+  }
+  return true;
+}
+
+static void start_authorized(hs_req_t *req, const hs_principal_t *who) {
+  hs_value_t *body = NULL;
+  if (hs_req_decode_body(req, &body) != HS_OK) {
+    return;
+  }
+  static const char *const allowed[] = {"process", "customer", "ref", NULL};
+  if (body->type != HS_V_MAP) {
+    hs_req_respond_error(req, 400, "malformed", "The body must be a map {process, customer, ref}");
+    return;
+  }
+  if (!only_members(req, body, allowed)) {
+    return;
+  }
+  const hs_value_t *process = hs_map_get(body, "process");
+  const hs_value_t *customer = hs_map_get(body, "customer");
+  const hs_value_t *ref = hs_map_get(body, "ref");
+  if (process == NULL || process->type != HS_V_STR || !valid_process_name(process->as.str.ptr)) {
+    hs_req_respond_error(req, 400, "malformed",
+                         "\"process\" must be a process name: lower-case letters, digits and "
+                         "dashes, at most 64");
+    return;
+  }
+  if (customer != NULL && customer->type != HS_V_MAP && customer->type != HS_V_NIL) {
+    hs_req_respond_error(req, 400, "malformed", "\"customer\" must be a map, such as {name = …}");
+    return;
+  }
+  if (ref != NULL && ref->type != HS_V_NIL &&
+      (ref->type != HS_V_STR || ref->as.str.len == 0 || ref->as.str.len > MAX_REF)) {
+    hs_req_respond_error(req, 400, "malformed", "\"ref\" must be a string of 1 to %d bytes",
+                         MAX_REF);
+    return;
+  }
+  sop_t *op = sop_new(req, who);
+  if (op == NULL) {
+    return;
+  }
+  snprintf(op->process, sizeof op->process, "%s", process->as.str.ptr);
+  if (ref != NULL && ref->type == HS_V_STR) {
+    snprintf(op->ref, sizeof op->ref, "%s", ref->as.str.ptr);
+  }
+  if (customer == NULL || customer->type == HS_V_NIL) {
+    customer = hs_value_new_map(&req->arena, 0);
+  }
+  op->data = customer;
+  char brand[24];
+  snprintf(brand, sizeof brand, "%" PRId64, who->brand_id);
+  const char *p1[] = {brand, op->process};
+  const char *p2[] = {brand, who->subject, op->ref};
+  hs_db_stmt_t stmts[] = {
+      {.name = "hs_active_process", .sql = k_active_sql, .n_params = 2, .values = p1},
+      {.name = "hs_session_by_ref", .sql = k_by_ref_sql, .n_params = 3, .values = p2},
+  };
+  if (customer == NULL ||
+      hs_db_exec(hs_store_pool(op->store), stmts, op->ref[0] != '\0' ? 2 : 1, on_start_read, op,
+                 &op->job) != HS_OK) {
+    hs_api_unavailable(req, "the database is unavailable");
+    sop_done(op);
+  }
+}
+
+void hs_api_session_start(hs_req_t *req) {
+  hs_auth_resolve(req, HS_ROLE_CONTRACTOR, start_authorized);
+}
+
+/* ------------------------------------------------------------ POST …/steps/{seq} */
+
+static void complete_stored(sop_t *op);
+
+/* The digest that tells a retry of a completion from a different one. */
+static int completion_digest(sop_t *op, uint8_t out[32]) {
+  hs_arena_t *a = &op->req->arena;
+  hs_value_t *v = hs_value_new_map(a, 2);
+  if (v == NULL || hs_map_add(a, v, "data", op->data) == NULL ||
+      hs_map_add_str(a, v, "at", op->at) != HS_OK) {
+    return HS_ENOMEM;
+  }
+  hs_buf_t b;
+  hs_buf_init(&b, 0);
+  int rc = hs_msgpack_encode(v, &b);
+  if (rc == HS_OK) {
+    hs_sha256(b.data, b.len, out);
+  }
+  hs_buf_free(&b);
+  return rc;
+}
+
+static void on_rejection_committed(void *ctx, int status, bool inserted) {
+  sop_t *op = ctx;
+  op->writing = false;
+  (void)inserted;
+  if (op->req == NULL) {
+    sop_free(op);
+    return;
+  }
+  if (status != HS_OK) {
+    hs_api_unavailable(op->req, "the attempt could not be recorded");
+    sop_done(op);
+    return;
+  }
+  /* The answer was prepared before the commit; it is in op->req->data's arena. */
+  hs_req_t *req = op->req;
+  const hs_value_t *answer = op->data;
+  sop_done(op);
+  hs_req_respond(req, 422, answer);
+}
+
+static void on_completion_committed(void *ctx, int status, bool inserted) {
+  sop_t *op = ctx;
+  op->writing = false;
+  hs_live_t *live = op->live;
+  if (status == HS_OK && inserted) {
+    hs_store_live_release(op->store, live);
+    hs_store_live_changed(live);
+    if (op->req != NULL) {
+      hs_req_t *req = op->req;
+      const hs_value_t *answer = op->data;
+      sop_done(op);
+      hs_req_respond(req, 200, answer);
+    } else {
+      sop_free(op);
+    }
+    return;
+  }
+  /* Not committed (database) or committed elsewhere first (another node): this copy of the
+   * session ran ahead of the record, so it goes; the next request rebuilds it. */
+  live->busy = false;
+  hs_store_live_drop(op->store, live);
+  if (op->req == NULL) {
+    sop_free(op);
+    return;
+  }
+  if (status != HS_OK) {
+    hs_api_unavailable(op->req, "the completion could not be stored; retrying it is safe");
+    sop_done(op);
+    return;
+  }
+  complete_stored(op);
+}
+
+static void on_stored_read(void *ctx, const hs_db_result_t *res) {
+  sop_t *op = ctx;
+  op->job = NULL;
+  hs_req_t *req = op->req;
+  if (res->status != HS_OK) {
+    hs_api_unavailable(req, res->error);
+    sop_done(op);
+    return;
+  }
+  PGresult *r = res->results[0];
+  if (PQntuples(r) != 1) {
+    hs_req_respond_error(req, 409, "conflict",
+                         "Step %u is not the current step of this session; read the session for "
+                         "the current one",
+                         op->seq);
+    sop_done(op);
+    return;
+  }
+  uint8_t digest[32];
+  char hex[65];
+  if (completion_digest(op, digest) != HS_OK) {
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  hs_hex(digest, 32, hex);
+  if (strcmp(hex, PQgetvalue(r, 0, 0)) != 0) {
+    hs_req_respond_error(req, 409, "conflict",
+                         "Step %u was already completed with different data; read the session "
+                         "for the current step",
+                         op->seq);
+    sop_done(op);
+    return;
+  }
+  /* The same completion again: the same answer. */
+  const char *b64 = PQgetvalue(r, 0, 1);
+  uint8_t *raw = NULL;
+  size_t raw_len = 0;
+  hs_value_t *answer = NULL;
+  hs_err_t err;
+  if (hs_base64_decode(b64, strlen(b64), &req->arena, &raw, &raw_len, &err) != HS_OK ||
+      hs_msgpack_decode(raw, raw_len, NULL, &req->arena, &answer, &err) != HS_OK) {
+    hs_req_respond_error(req, 500, "internal", "The stored answer cannot be read");
+    sop_done(op);
+    return;
+  }
+  sop_done(op);
+  hs_req_respond(req, 200, answer);
+}
+
+static void complete_stored(sop_t *op) {
+  char seq[16];
+  snprintf(seq, sizeof seq, "%u", op->seq);
+  const char *params[] = {op->id, seq};
+  hs_db_stmt_t s = {.name = "hs_stored_completion",
+                    .sql = "SELECT encode(digest, 'hex'), translate(encode(response, 'base64'), E'\\n', '')"
+                           " FROM step_completions WHERE session_id = $1 AND seq = $2",
+                    .n_params = 2,
+                    .values = params};
+  if (hs_db_exec(hs_store_pool(op->store), &s, 1, on_stored_read, op, &op->job) != HS_OK) {
+    hs_api_unavailable(op->req, "the database is unavailable");
+    sop_done(op);
+  }
+}
+
+static json_t *time_or_null(const char *at) {
+  return at[0] != '\0' ? json_string(at) : json_null();
+}
+
+static void complete_checked(sop_t *op, hs_live_t *live);
+
+static void on_blobs_checked(void *ctx, const hs_db_result_t *res) {
+  sop_t *op = ctx;
+  op->job = NULL;
+  op->holding = false;
+  hs_live_t *live = op->live;
+  live->busy = false;
+  if (res->status != HS_OK) {
+    hs_store_live_release(op->store, live);
+    hs_api_unavailable(op->req, res->error);
+    sop_done(op);
+    return;
+  }
+  /* Every hash the database knows is removed from the missing list. */
+  PGresult *r = res->results[0];
+  hs_value_t *missing = op->missing;
+  for (int i = 0; i < PQntuples(r); i++) {
+    char want[80];
+    snprintf(want, sizeof want, "sha256:%s", PQgetvalue(r, i, 0));
+    for (size_t k = 0; k < missing->as.map.len; k++) {
+      const hs_value_t *v = hs_map_get(op->data, missing->as.map.items[k].key);
+      if (v != NULL && v->type == HS_V_STR && strcmp(v->as.str.ptr, want) == 0) {
+        missing->as.map.items[k] = missing->as.map.items[--missing->as.map.len];
+        k--;
+      }
+    }
+  }
+  if (missing->as.map.len == 0) {
+    op->missing = NULL;
+  }
+  hs_store_t *store = op->store; /* op may be freed by complete_checked */
+  complete_checked(op, live);
+  /* Requests that queued behind the check run now, after this one took its turn. */
+  if (!live->busy) {
+    hs_store_live_release(store, live);
+  }
+}
+
+/* A photo or signature must name evidence this brand uploaded: collect those fields and ask
+ * the database before the engine sees the data. */
+static void complete_with_live(sop_t *op, hs_live_t *live) {
+  hs_req_t *req = op->req;
+  hs_arena_t *a = &req->arena;
+  hs_session_state_t st = hs_session_status(live->session);
+  uint32_t cur = hs_session_seq(live->session);
+  if (op->seq < cur || (st == HS_SESSION_ENDED && op->seq <= cur)) {
+    complete_stored(op); /* a retry, or a late duplicate */
+    return;
+  }
+  if (st == HS_SESSION_FAILED) {
+    hs_req_respond_error(req, 500, "script_error",
+                         "The process script failed at this step; the brand must fix it");
+    sop_done(op);
+    return;
+  }
+  if (st != HS_SESSION_WAITING || op->seq != cur) {
+    hs_req_respond_error(req, 409, "conflict",
+                         "Step %u is not the current step: the session is at step %u", op->seq,
+                         cur);
+    sop_done(op);
+    return;
+  }
+  hs_value_t *step = NULL;
+  hs_err_t err;
+  if (hs_session_step(live->session, a, &step, &err) != HS_OK) {
+    hs_api_fail(req, err.code, err.msg);
+    sop_done(op);
+    return;
+  }
+  const hs_value_t *fields = hs_map_get(step, "fields");
+  hs_value_t *missing = hs_value_new_map(a, 2);
+  hs_buf_t list;
+  hs_buf_init(&list, 0);
+  int rc = missing != NULL ? hs_buf_puts(&list, "{") : HS_ENOMEM;
+  for (size_t i = 0; rc == HS_OK && fields != NULL && i < fields->as.arr.len; i++) {
+    const hs_value_t *f = &fields->as.arr.items[i];
+    const hs_value_t *type = hs_map_get(f, "type");
+    const hs_value_t *name = hs_map_get(f, "name");
+    if (type == NULL || name == NULL || type->type != HS_V_STR || name->type != HS_V_STR ||
+        (strcmp(type->as.str.ptr, "photo") != 0 && strcmp(type->as.str.ptr, "signature") != 0)) {
+      continue;
+    }
+    const hs_value_t *v = hs_map_get(op->data, name->as.str.ptr);
+    if (v == NULL || v->type != HS_V_STR || strncmp(v->as.str.ptr, "sha256:", 7) != 0 ||
+        !hs_is_hex(v->as.str.ptr + 7, 64)) {
+      continue; /* absent or malformed: the engine's own check says so */
+    }
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "Upload the %s first: %s has not been uploaded (PUT /v1/blobs/%s)",
+             type->as.str.ptr, v->as.str.ptr, v->as.str.ptr + 7);
+    rc = hs_map_add_str(a, missing, name->as.str.ptr, msg);
+    if (rc == HS_OK) {
+      rc = hs_buf_printf(&list, "%s%s", list.len > 1 ? "," : "", v->as.str.ptr + 7);
+    }
+  }
+  rc = rc == HS_OK ? hs_buf_append(&list, "}", 2) : rc;
+  if (rc != HS_OK) {
+    hs_buf_free(&list);
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  if (missing->as.map.len == 0) {
+    hs_buf_free(&list);
+    complete_checked(op, live);
+    return;
+  }
+  op->missing = missing;
+  op->live = live;
+  char brand[24];
+  snprintf(brand, sizeof brand, "%" PRId64, op->who.brand_id);
+  const char *params[] = {brand, (const char *)list.data};
+  hs_db_stmt_t q = {.name = "hs_blobs_present",
+                    .sql = "SELECT hash FROM blobs WHERE brand_id = $1 AND hash = ANY($2::text[])",
+                    .n_params = 2,
+                    .values = params};
+  rc = hs_db_exec(hs_store_pool(op->store), &q, 1, on_blobs_checked, op, &op->job);
+  hs_buf_free(&list);
+  if (rc != HS_OK) {
+    hs_api_unavailable(req, "the database is unavailable");
+    sop_done(op);
+    return;
+  }
+  live->busy = true; /* hold the session: nobody completes it while we look */
+  op->holding = true;
+}
+
+static void complete_checked(sop_t *op, hs_live_t *live) {
+  hs_req_t *req = op->req;
+  hs_arena_t *a = &req->arena;
+  char step_id[129];
+  snprintf(step_id, sizeof step_id, "%s", hs_session_step_id(live->session));
+  uint8_t digest[32];
+  hs_buf_t data_mp;
+  hs_buf_init(&data_mp, 0);
+  if (completion_digest(op, digest) != HS_OK || hs_msgpack_encode(op->data, &data_mp) != HS_OK) {
+    hs_buf_free(&data_mp);
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  uint8_t data_digest[32];
+  hs_sha256(data_mp.data, data_mp.len, data_digest);
+  hs_err_t err;
+  hs_err_clear(&err);
+  hs_step_result_t res;
+  int rc;
+  if (op->missing != NULL) {
+    /* The evidence is not there: reject without letting the script see the data. */
+    memset(&res, 0, sizeof res);
+    res.status = HS_STEP_REJECTED;
+    res.errors = op->missing;
+    rc = HS_OK;
+  } else {
+    rc = hs_session_complete(live->session, op->seq, op->data, hs_time_now_ms(), op->at_ms, a,
+                             &res, &err);
+  }
+  json_t *row = NULL;
+  hs_write_kind_t kind;
+  if (rc != HS_OK) {
+    hs_buf_free(&data_mp);
+    if (rc == HS_ECONFLICT) {
+      hs_req_respond_error(req, 409, "conflict", "%s", err.msg);
+    } else {
+      hs_log(HS_LOG_WARN, "script_failed", "{s:s, s:s}", "session", live->id, "error", err.msg);
+      hs_req_respond_error(req, 500, "script_error", "The process script failed: %s", err.msg);
+      if (hs_session_status(live->session) == HS_SESSION_FAILED) {
+        hs_store_live_drop(op->store, live);
+      }
+    }
+    sop_done(op);
+    return;
+  }
+  if (res.status == HS_STEP_REJECTED) {
+    /* 422 once the attempt is in the compliance log. */
+    hs_value_t *answer = hs_value_new_map(a, 1);
+    hs_value_t *e = answer != NULL ? hs_map_add_map(a, answer, "error") : NULL;
+    size_t n_fields = res.errors != NULL ? res.errors->as.map.len : 0;
+    const hs_value_t *whole = res.errors != NULL ? hs_map_get(res.errors, "") : NULL;
+    char msg[512];
+    if (whole != NULL && whole->type == HS_V_STR) {
+      snprintf(msg, sizeof msg, "%s", whole->as.str.ptr);
+    } else {
+      snprintf(msg, sizeof msg, "Step \"%s\" (seq %u) has %zu field%s to fix.", step_id, op->seq,
+               n_fields, n_fields == 1 ? "" : "s");
+    }
+    if (e == NULL || hs_map_add_str(a, e, "code", "validation_failed") != HS_OK ||
+        hs_map_add_str(a, e, "message", msg) != HS_OK ||
+        hs_map_add(a, e, "fields", res.errors != NULL ? res.errors : hs_value_new_map(a, 0)) ==
+            NULL) {
+      hs_buf_free(&data_mp);
+      hs_api_unavailable(req, "out of memory");
+      sop_done(op);
+      return;
+    }
+    op->data = answer;
+    kind = HS_WRITE_REJECTION;
+    row = json_pack("{s:s, s:I, s:o, s:I, s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "session_id",
+                    live->id, "seq", (json_int_t)op->seq, "device_time", time_or_null(op->at),
+                    "brand_id", (json_int_t)live->brand_id, "process", live->process, "version",
+                    live->version, "step_id", step_id, "contractor_id", live->contractor_id,
+                    "errors", hs_json_msgpack_b64(res.errors), "data_digest",
+                    hs_json_b64(data_digest, 32), "data", hs_json_b64(data_mp.data, data_mp.len));
+  } else {
+    hs_value_t nil = {.type = HS_V_NIL};
+    hs_value_t *answer = hs_value_new_map(a, 2);
+    if (answer == NULL || hs_map_add_str(a, answer, "status", "accepted") != HS_OK ||
+        hs_map_add(a, answer, "next", res.step != NULL ? res.step : &nil) == NULL) {
+      hs_buf_free(&data_mp);
+      hs_store_live_drop(op->store, live); /* the engine moved on; the record did not */
+      hs_api_unavailable(req, "out of memory");
+      sop_done(op);
+      return;
+    }
+    if (res.outcome != NULL) {
+      snprintf(live->outcome, sizeof live->outcome, "%s", res.outcome);
+    }
+    op->data = answer;
+    op->live = live;
+    live->busy = true;
+    kind = HS_WRITE_COMPLETION;
+    row = json_pack("{s:s, s:I, s:o, s:o, s:o, s:b, s:o, s:I, s:s, s:s, s:s, s:s, s:o, s:o}",
+                    "session_id", live->id, "seq", (json_int_t)op->seq, "digest",
+                    hs_json_b64(digest, 32), "response", hs_json_msgpack_b64(answer), "events",
+                    hs_json_msgpack_b64(res.events), "ended", res.status == HS_STEP_ENDED,
+                    "device_time", time_or_null(op->at), "brand_id", (json_int_t)live->brand_id,
+                    "process", live->process, "version", live->version, "step_id", step_id,
+                    "contractor_id", live->contractor_id, "data_digest",
+                    hs_json_b64(data_digest, 32), "data", hs_json_b64(data_mp.data, data_mp.len));
+  }
+  hs_buf_free(&data_mp);
+  if (row == NULL) {
+    if (kind == HS_WRITE_COMPLETION) {
+      live->busy = false;
+      hs_store_live_drop(op->store, live);
+    }
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  rc = hs_commit_submit(hs_store_committer(op->store), kind, row,
+                        kind == HS_WRITE_COMPLETION ? on_completion_committed
+                                                    : on_rejection_committed,
+                        op, NULL);
+  if (rc != HS_OK) {
+    if (kind == HS_WRITE_COMPLETION) {
+      live->busy = false;
+      hs_store_live_drop(op->store, live);
+    }
+    hs_api_unavailable(req, rc == HS_ELIMIT ? "too many writes are waiting" : "not connected");
+    sop_done(op);
+    return;
+  }
+  op->writing = true;
+}
+
+static void complete_authorized(hs_req_t *req, const hs_principal_t *who) {
+  const char *seq_s = hs_route_param(&req->match, "seq");
+  char *end = NULL;
+  unsigned long seq = seq_s != NULL ? strtoul(seq_s, &end, 10) : 0;
+  if (seq_s == NULL || end == seq_s || *end != '\0' || seq == 0 || seq > INT32_MAX) {
+    hs_req_respond_error(req, 400, "malformed", "The step seq in the path must be 1 or more");
+    return;
+  }
+  hs_value_t *body = NULL;
+  if (hs_req_decode_body(req, &body) != HS_OK) {
+    return;
+  }
+  static const char *const allowed[] = {"data", "at", NULL};
+  if (body->type != HS_V_MAP) {
+    hs_req_respond_error(req, 400, "malformed", "The body must be a map {data, at}");
+    return;
+  }
+  if (!only_members(req, body, allowed)) {
+    return;
+  }
+  const hs_value_t *data = hs_map_get(body, "data");
+  const hs_value_t *at = hs_map_get(body, "at");
+  if (data == NULL || data->type != HS_V_MAP) {
+    hs_req_respond_error(req, 400, "malformed",
+                         "\"data\" must be a map of field name to value, e.g. {roof_age = 12}");
+    return;
+  }
+  int64_t at_ms = 0;
+  if (at != NULL && at->type != HS_V_NIL &&
+      (at->type != HS_V_STR || at->as.str.len >= 40 || hs_time_parse(at->as.str.ptr, &at_ms) != HS_OK)) {
+    hs_req_respond_error(req, 400, "malformed",
+                         "\"at\" must be an RFC 3339 time such as 2026-05-04T10:15:03Z");
+    return;
+  }
+  sop_t *op = sop_new(req, who);
+  if (op == NULL) {
+    return;
+  }
+  if (!take_session_id(req, op)) {
+    sop_done(op);
+    return;
+  }
+  op->seq = (uint32_t)seq;
+  op->data = data;
+  op->at_ms = at_ms;
+  if (at != NULL && at->type == HS_V_STR) {
+    snprintf(op->at, sizeof op->at, "%s", at->as.str.ptr);
+  }
+  with_live(op, complete_with_live);
+}
+
+void hs_api_step_complete(hs_req_t *req) {
+  hs_auth_resolve(req, HS_ROLE_CONTRACTOR, complete_authorized);
+}
+
+/* ------------------------------------------------------------ GET …/stream */
+
+static int stream_send(sop_t *op, const hs_value_t *event) {
+  hs_buf_t b;
+  hs_buf_init(&b, 0);
+  int rc = hs_codec_encode_frame(op->req->out_format, event, &b);
+  if (rc == HS_OK) {
+    /* Events are small and rare; a stream that is this far behind has a reader that is gone,
+     * and the connection's stall timer will close it. */
+    rc = hs_req_stream_write(op->req, b.data, b.len);
+  }
+  hs_buf_free(&b);
+  return rc;
+}
+
+static void stream_end(sop_t *op) {
+  if (op->watching != NULL) {
+    hs_store_live_unwatch(op->watching, &op->watcher);
+    op->watching = NULL;
+  }
+  hs_req_t *req = op->req;
+  sop_done(op);
+  hs_req_stream_end(req);
+}
+
+/* Sends what the stream has not sent yet: the current step, or the end. */
+static void stream_catch_up(sop_t *op, hs_live_t *live) {
+  hs_req_t *req = op->req;
+  hs_arena_t scratch;
+  hs_arena_init(&scratch, 0);
+  hs_session_state_t st = hs_session_status(live->session);
+  uint32_t cur = hs_session_seq(live->session);
+  hs_err_t err;
+  if (st == HS_SESSION_WAITING && cur > op->watcher.sent_seq) {
+    hs_value_t *step = NULL;
+    hs_value_t *ev = hs_value_new_map(&scratch, 2);
+    if (hs_session_step(live->session, &scratch, &step, &err) == HS_OK && ev != NULL &&
+        hs_map_add_str(&scratch, ev, "type", "step") == HS_OK &&
+        hs_map_add(&scratch, ev, "step", step) != NULL) {
+      stream_send(op, ev);
+      op->watcher.sent_seq = cur;
+    }
+  }
+  if (st != HS_SESSION_WAITING) {
+    hs_value_t *ev = hs_value_new_map(&scratch, 4);
+    if (ev != NULL) {
+      int rc = hs_map_add_str(&scratch, ev, "type", "ended");
+      rc |= hs_map_add_str(&scratch, ev, "session", live->id);
+      rc |= hs_map_add_str(&scratch, ev, "status", st == HS_SESSION_ENDED ? "ended" : "failed");
+      rc |= live->outcome[0] != '\0' ? hs_map_add_str(&scratch, ev, "outcome", live->outcome)
+                                     : hs_map_add_nil(&scratch, ev, "outcome");
+      if (rc == HS_OK) {
+        stream_send(op, ev);
+      }
+    }
+    hs_arena_reset(&scratch);
+    stream_end(op);
+    return;
+  }
+  hs_arena_reset(&scratch);
+  (void)req;
+}
+
+static void stream_reloaded(sop_t *op, hs_live_t *live);
+
+static void stream_on_change(hs_watcher_t *w, hs_live_t *live) {
+  sop_t *op = (sop_t *)((char *)w - offsetof(sop_t, watcher));
+  if (live == NULL || live->stale) {
+    /* This copy is outdated or gone: follow the fresh one. */
+    if (op->watching != NULL) {
+      hs_store_live_unwatch(op->watching, &op->watcher);
+      op->watching = NULL;
+    }
+    with_live(op, stream_reloaded);
+    return;
+  }
+  stream_catch_up(op, live);
+}
+
+static void stream_reloaded(sop_t *op, hs_live_t *live) {
+  op->watching = live;
+  hs_store_live_watch(live, &op->watcher);
+  stream_catch_up(op, live);
+}
+
+static void stream_with_live(sop_t *op, hs_live_t *live) {
+  const char *mime =
+      op->req->out_format == HS_FMT_JSON ? "application/x-ndjson" : "application/msgpack";
+  if (hs_req_stream_start(op->req, 200, mime) != HS_OK) {
+    hs_req_respond_error(op->req, 500, "internal", "The stream could not start");
+    sop_done(op);
+    return;
+  }
+  op->watcher.on_change = stream_on_change;
+  op->watcher.sent_seq = 0;
+  stream_reloaded(op, live);
+}
+
+static void stream_authorized(hs_req_t *req, const hs_principal_t *who) {
+  sop_t *op = sop_new(req, who);
+  if (op == NULL) {
+    return;
+  }
+  if (!take_session_id(req, op)) {
+    sop_done(op);
+    return;
+  }
+  with_live(op, stream_with_live);
+}
+
+void hs_api_session_stream(hs_req_t *req) {
+  hs_auth_resolve(req, HS_ROLE_CONTRACTOR | HS_ROLE_ADMIN | HS_ROLE_COMPLIANCE, stream_authorized);
+}
+
+/* ------------------------------------------------------------ POST …/feedback */
+
+static void on_feedback_committed(void *ctx, int status, bool inserted) {
+  sop_t *op = ctx;
+  op->writing = false;
+  hs_req_t *req = op->req;
+  if (req == NULL) {
+    sop_free(op);
+    return;
+  }
+  sop_done(op);
+  if (status != HS_OK) {
+    hs_api_unavailable(req, "the feedback could not be stored; retrying it is safe");
+  } else if (!inserted) {
+    hs_req_respond_error(req, 404, "not_found", "There is no session %s",
+                         hs_route_param(&req->match, "id"));
+  } else {
+    hs_value_t *v = hs_value_new_map(&req->arena, 1);
+    if (v == NULL || hs_map_add_str(&req->arena, v, "status", "recorded") != HS_OK) {
+      hs_api_unavailable(req, "out of memory");
+      return;
+    }
+    hs_req_respond(req, 201, v);
+  }
+}
+
+static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
+  hs_value_t *body = NULL;
+  if (hs_req_decode_body(req, &body) != HS_OK) {
+    return;
+  }
+  static const char *const allowed[] = {"rating", "comment", "tags", "from", NULL};
+  if (body->type != HS_V_MAP) {
+    hs_req_respond_error(req, 400, "malformed",
+                         "The body must be a map {rating?, comment?, tags?, from}");
+    return;
+  }
+  if (!only_members(req, body, allowed)) {
+    return;
+  }
+  const hs_value_t *rating = hs_map_get(body, "rating");
+  const hs_value_t *comment = hs_map_get(body, "comment");
+  const hs_value_t *tags = hs_map_get(body, "tags");
+  const hs_value_t *from = hs_map_get(body, "from");
+  if (from == NULL || from->type != HS_V_STR ||
+      (strcmp(from->as.str.ptr, "customer") != 0 && strcmp(from->as.str.ptr, "contractor") != 0)) {
+    hs_req_respond_error(req, 400, "malformed", "\"from\" must be \"customer\" or \"contractor\"");
+    return;
+  }
+  if (rating != NULL && rating->type != HS_V_NIL &&
+      (rating->type != HS_V_INT || rating->as.i < 1 || rating->as.i > 5)) {
+    hs_req_respond_error(req, 400, "malformed", "\"rating\" must be a whole number from 1 to 5");
+    return;
+  }
+  if (comment != NULL && comment->type != HS_V_NIL &&
+      (comment->type != HS_V_STR || comment->as.str.len > MAX_FEEDBACK_COMMENT)) {
+    hs_req_respond_error(req, 400, "malformed", "\"comment\" must be text of at most %d bytes",
+                         MAX_FEEDBACK_COMMENT);
+    return;
+  }
+  json_t *jtags = json_array();
+  if (tags != NULL && tags->type != HS_V_NIL) {
+    bool ok = tags->type == HS_V_ARRAY && tags->as.arr.len <= MAX_TAGS;
+    for (size_t i = 0; ok && i < tags->as.arr.len; i++) {
+      const hs_value_t *t = &tags->as.arr.items[i];
+      ok = t->type == HS_V_STR && t->as.str.len > 0 && t->as.str.len <= MAX_TAG;
+      if (ok) {
+        json_array_append_new(jtags, json_string(t->as.str.ptr));
+      }
+    }
+    if (!ok) {
+      json_decref(jtags);
+      hs_req_respond_error(req, 400, "malformed",
+                           "\"tags\" must be a list of at most %d words of 1 to %d bytes",
+                           MAX_TAGS, MAX_TAG);
+      return;
+    }
+  }
+  bool has_rating = rating != NULL && rating->type == HS_V_INT;
+  bool has_comment = comment != NULL && comment->type == HS_V_STR;
+  if (!has_rating && !has_comment && json_array_size(jtags) == 0) {
+    json_decref(jtags);
+    hs_req_respond_error(req, 400, "malformed",
+                         "Feedback needs at least one of \"rating\", \"comment\" or \"tags\"");
+    return;
+  }
+  sop_t *op = sop_new(req, who);
+  if (op == NULL) {
+    json_decref(jtags);
+    return;
+  }
+  if (!take_session_id(req, op)) {
+    json_decref(jtags);
+    sop_done(op);
+    return;
+  }
+  json_t *row = json_pack("{s:I, s:s, s:o, s:s, s:o, s:o, s:o}", "brand_id",
+                          (json_int_t)who->brand_id, "session_id", op->id, "contractor_id",
+                          who->role == HS_ROLE_CONTRACTOR ? json_string(who->subject) : json_null(),
+                          "source", from->as.str.ptr, "rating",
+                          has_rating ? json_integer(rating->as.i) : json_null(), "comment",
+                          has_comment ? json_string(comment->as.str.ptr) : json_null(), "tags",
+                          jtags);
+  int rc = row != NULL ? hs_commit_submit(hs_store_committer(op->store), HS_WRITE_FEEDBACK, row,
+                                          on_feedback_committed, op, NULL)
+                       : HS_ENOMEM;
+  if (rc != HS_OK) {
+    hs_api_unavailable(req, "the database is unavailable");
+    sop_done(op);
+    return;
+  }
+  op->writing = true;
+}
+
+void hs_api_session_feedback(hs_req_t *req) {
+  hs_auth_resolve(req, HS_ROLE_CONTRACTOR, feedback_authorized);
+}

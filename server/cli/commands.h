@@ -1,0 +1,19 @@
+/* The `handsel` subcommands. Each *_main takes the subcommand's own argv (argv[0] is the
+ * subcommand name, e.g. "check") and returns the process exit status; each *_help writes its
+ * usage to out. main.c dispatches on argv[1]. */
+#ifndef HS_CLI_COMMANDS_H
+#define HS_CLI_COMMANDS_H
+
+#include <stdio.h>
+
+/* handsel check FILE…: loads each process file in the sandbox and reports its name and
+ * version, or the file:line of what to fix. Exit 0 when all load, 1 otherwise, 2 on usage. */
+int hs_cmd_check_main(int argc, char **argv);
+void hs_cmd_check_help(FILE *out);
+
+/* handsel test FILE…: runs each file's `tests` scenarios offline. Exit 0 when every scenario
+ * of every file passes, 1 otherwise, 2 on usage. */
+int hs_cmd_test_main(int argc, char **argv);
+void hs_cmd_test_help(FILE *out);
+
+#endif

@@ -1,0 +1,682 @@
+/* Fields: the `field.*{…}` constructors a brand author calls, and the checks every completion
+ * goes through in C before a step's own `validate` function sees it (SPEC §3).
+ *
+ * Messages are written for the contractor holding the phone, who was never trained for this
+ * brand: they name the field by its label and say what to enter ("Roof age (years) must be at
+ * most 120"), never the rule's name. */
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+/* A text field without max_length still stops here: a step is not a document store. */
+enum { TEXT_MAX_DEFAULT = 10000 };
+enum { FIELD_NAME_MAX = 64 };
+
+typedef enum ftype {
+  F_TEXT,
+  F_INTEGER,
+  F_NUMBER,
+  F_BOOLEAN,
+  F_CHOICE,
+  F_MULTI,
+  F_DATE,
+  F_PHOTO,
+  F_SIGNATURE,
+  F_ACK,
+  F_LOCATION,
+  F_RATING,
+  F_UNKNOWN,
+} ftype_t;
+
+static const char *const TYPE_NAMES[] = {"text",  "integer", "number",    "boolean",
+                                         "choice", "multi",  "date",      "photo",
+                                         "signature", "ack", "location",  "rating"};
+
+/* Options each type takes besides the common name, label, hint, required, pii. */
+static const char *const TYPE_OPTIONS[] = {
+    "max_length pattern", "min max", "min max", "",       "options", "options min max",
+    "min max",            "",        "",        "document", "max",   ""};
+
+static ftype_t type_of(const char *s) {
+  for (int i = 0; i < F_UNKNOWN; i++) {
+    if (strcmp(s, TYPE_NAMES[i]) == 0) {
+      return (ftype_t)i;
+    }
+  }
+  return F_UNKNOWN;
+}
+
+static bool word_in(const char *word, const char *list) {
+  size_t n = strlen(word);
+  const char *p = list;
+  while ((p = strstr(p, word)) != NULL) {
+    if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' ')) {
+      return true;
+    }
+    p += n;
+  }
+  return false;
+}
+
+static bool valid_name(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > FIELD_NAME_MAX || !(islower((unsigned char)s[0]) || s[0] == '_')) {
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* YYYY-MM-DD, a real calendar day. Returns days since 0000-03-01 (for comparisons) or -1. */
+static long parse_date(const char *s, size_t len) {
+  if (len != 10 || s[4] != '-' || s[7] != '-') {
+    return -1;
+  }
+  for (int i = 0; i < 10; i++) {
+    if (i != 4 && i != 7 && !isdigit((unsigned char)s[i])) {
+      return -1;
+    }
+  }
+  int y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+  int m = (s[5] - '0') * 10 + (s[6] - '0');
+  int d = (s[8] - '0') * 10 + (s[9] - '0');
+  static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (y < 1 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1] + (m == 2 && leap)) {
+    return -1;
+  }
+  /* Days from civil (Howard Hinnant's algorithm). */
+  y -= m <= 2;
+  long era = y / 400;
+  long yoe = y - era * 400;
+  long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe;
+}
+
+static bool is_evidence(const char *s, size_t len) {
+  if (len != 7 + 64 || memcmp(s, "sha256:", 7) != 0) {
+    return false;
+  }
+  for (size_t i = 7; i < len; i++) {
+    if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* ---- the constructors ---- */
+
+static void need_type(lua_State *L, const char *fn, const char *key, int want, const char *what) {
+  if (lua_type(L, -1) != want) {
+    luaL_error(L, "%s: %s must be %s, not a %s", fn, key, what, luaL_typename(L, -1));
+  }
+}
+
+int hs__field_new(lua_State *L) {
+  const char *tname = lua_tostring(L, lua_upvalueindex(1));
+  ftype_t t = type_of(tname);
+  char fn[32];
+  snprintf(fn, sizeof fn, "field.%s", tname);
+  if (lua_type(L, 1) != LUA_TTABLE) {
+    return luaL_error(L, "%s takes a table: %s { name = \"...\", ... }", fn, fn);
+  }
+  lua_settop(L, 1);
+  lua_newtable(L); /* 2: the spec */
+  lua_pushstring(L, tname);
+  lua_setfield(L, 2, "type");
+  bool has_min = false, has_max = false;
+  lua_Number min = 0, max = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      return luaL_error(L, "%s: options are named (name = ..., label = ...)", fn);
+    }
+    const char *key = lua_tostring(L, -2);
+    if (strcmp(key, "name") == 0) {
+      need_type(L, fn, key, LUA_TSTRING, "a string");
+      if (!valid_name(lua_tostring(L, -1))) {
+        return luaL_error(L,
+                          "%s: name '%s' must be lower-case letters, digits and _ (starting "
+                          "with a letter or _, at most 64)",
+                          fn, lua_tostring(L, -1));
+      }
+    } else if (strcmp(key, "label") == 0 || strcmp(key, "hint") == 0 ||
+               strcmp(key, "pattern") == 0 || strcmp(key, "document") == 0) {
+      need_type(L, fn, key, LUA_TSTRING, "a string");
+    } else if (strcmp(key, "required") == 0 || strcmp(key, "pii") == 0) {
+      need_type(L, fn, key, LUA_TBOOLEAN, "true or false");
+    } else if (!word_in(key, TYPE_OPTIONS[t])) {
+      return luaL_error(L, "%s has no option '%s' (it takes name, label, hint, required, pii%s%s)",
+                        fn, key, TYPE_OPTIONS[t][0] ? ", " : "", TYPE_OPTIONS[t]);
+    } else if (strcmp(key, "max_length") == 0) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
+        return luaL_error(L, "%s: max_length must be a whole number of characters above 0", fn);
+      }
+    } else if (strcmp(key, "options") == 0) {
+      need_type(L, fn, key, LUA_TTABLE, "a list of strings");
+      lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+      if (n == 0) {
+        return luaL_error(L, "%s: options must list at least one choice", fn);
+      }
+      lua_createtable(L, (int)n, 0);
+      for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, -2, i) != LUA_TSTRING) {
+          return luaL_error(L, "%s: options[%d] must be a string", fn, (int)i);
+        }
+        for (lua_Integer j = 1; j < i; j++) {
+          lua_rawgeti(L, -2, j);
+          if (lua_rawequal(L, -1, -2)) {
+            return luaL_error(L, "%s: option '%s' is listed twice", fn, lua_tostring(L, -2));
+          }
+          lua_pop(L, 1);
+        }
+        lua_rawseti(L, -2, i);
+      }
+      lua_setfield(L, 2, "options");
+      lua_pop(L, 1);
+      continue;
+    } else if (strcmp(key, "min") == 0 || strcmp(key, "max") == 0) {
+      bool is_min = key[1] == 'i';
+      lua_Number num = 0;
+      if (t == F_DATE) {
+        size_t len;
+        const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (s == NULL || parse_date(s, len) < 0) {
+          return luaL_error(L, "%s: %s must be a date string like \"2024-05-31\"", fn, key);
+        }
+        num = (lua_Number)parse_date(s, len);
+      } else {
+        if (lua_type(L, -1) != LUA_TNUMBER) {
+          return luaL_error(L, "%s: %s must be a number", fn, key);
+        }
+        num = lua_tonumber(L, -1);
+        if ((t == F_INTEGER || t == F_MULTI) && !lua_isinteger(L, -1)) {
+          return luaL_error(L, "%s: %s must be a whole number", fn, key);
+        }
+        if (t == F_LOCATION && num <= 0) {
+          return luaL_error(L, "%s: max is the worst GPS accuracy accepted, in meters (above 0)",
+                            fn);
+        }
+      }
+      if (is_min) {
+        has_min = true;
+        min = num;
+      } else {
+        has_max = true;
+        max = num;
+      }
+    }
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 2);
+  }
+  if (lua_getfield(L, 2, "name") != LUA_TSTRING) {
+    return luaL_error(L, "%s needs a name: %s { name = \"...\" }", fn, fn);
+  }
+  lua_pop(L, 1);
+  if (has_min && has_max && min > max) {
+    return luaL_error(L, "%s: min is above max", fn);
+  }
+  if ((t == F_CHOICE || t == F_MULTI) && lua_getfield(L, 2, "options") != LUA_TTABLE) {
+    return luaL_error(L, "%s needs options = { \"...\", ... }", fn);
+  }
+  if (t == F_ACK && lua_getfield(L, 2, "document") != LUA_TSTRING) {
+    return luaL_error(L, "%s needs document = \"<content id of a document>\"", fn);
+  }
+  lua_settop(L, 2);
+  luaL_setmetatable(L, HS_REG_FIELD);
+  return 1;
+}
+
+const char *hs__field_label(lua_State *L, int idx, char *buf, size_t len) {
+  idx = lua_absindex(L, idx);
+  if (lua_getfield(L, idx, "label") == LUA_TSTRING) {
+    snprintf(buf, len, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return buf;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "name");
+  const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "field";
+  size_t i = 0;
+  for (; name[i] != '\0' && i + 1 < len; i++) {
+    char c = name[i] == '_' ? ' ' : name[i];
+    buf[i] = i == 0 ? (char)toupper((unsigned char)c) : c;
+  }
+  buf[i] = '\0';
+  lua_pop(L, 1);
+  return buf;
+}
+
+/* ---- checking a completion ---- */
+
+typedef struct vctx {
+  lua_State *L;
+  hs_arena_t *a;
+  hs_value_t *errors;
+  int oom;
+} vctx_t;
+
+static void fail(vctx_t *c, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail(vctx_t *c, const char *field, const char *fmt, ...) {
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (hs_map_get(c->errors, field) != NULL) {
+    return;
+  }
+  if (hs_map_add_str(c->a, c->errors, field, msg) != HS_OK) {
+    c->oom = 1;
+  }
+}
+
+static bool opt_number(lua_State *L, int spec, const char *key, lua_Number *out) {
+  bool ok = lua_getfield(L, spec, key) == LUA_TNUMBER;
+  if (ok) {
+    *out = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return ok;
+}
+
+static void fmt_num(char *buf, size_t len, lua_Number n) {
+  if (n == floor(n) && fabs(n) < 1e15) {
+    snprintf(buf, len, "%.0f", n);
+  } else {
+    snprintf(buf, len, "%g", n);
+  }
+}
+
+/* The options list as "a, b, c" for messages. */
+static void options_text(lua_State *L, int spec, char *buf, size_t len) {
+  buf[0] = '\0';
+  lua_getfield(L, spec, "options");
+  size_t used = 0;
+  for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n && used < len; i++) {
+    lua_rawgeti(L, -1, i);
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+    int w = snprintf(buf + used, len - used, "%s%s", i > 1 ? ", " : "", s);
+    used += w > 0 ? (size_t)w : 0;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static bool in_options(lua_State *L, int spec, const char *s, size_t slen) {
+  bool found = false;
+  lua_getfield(L, spec, "options");
+  for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n && !found; i++) {
+    lua_rawgeti(L, -1, i);
+    size_t len;
+    const char *o = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    found = o != NULL && len == slen && memcmp(o, s, len) == 0;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return found;
+}
+
+static size_t utf8_chars(const char *s, size_t len) {
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    n += ((unsigned char)s[i] & 0xc0) != 0x80;
+  }
+  return n;
+}
+
+/* Whole-value match of a Lua pattern, through the guarded string.find so it is charged to
+ * the budget like any script's match. */
+static bool pattern_matches(lua_State *L, const char *s, size_t len, const char *pat) {
+  size_t plen = strlen(pat);
+  bool head = plen > 0 && pat[0] == '^';
+  bool tail = plen > 0 && pat[plen - 1] == '$' && (plen < 2 || pat[plen - 2] != '%');
+  lua_getfield(L, LUA_REGISTRYINDEX, HS_REG_STRINGLIB);
+  lua_getfield(L, -1, "find");
+  lua_pushlstring(L, s, len);
+  lua_pushfstring(L, "%s%s%s", head ? "" : "^", pat, tail ? "" : "$");
+  lua_call(L, 2, 1);
+  bool ok = !lua_isnil(L, -1);
+  lua_pop(L, 2);
+  return ok;
+}
+
+/* Checks one present value; pushes the Lua value the script will get, or nothing on failure
+ * (returns false). */
+static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const char *label,
+                        const hs_value_t *v) {
+  lua_State *L = c->L;
+  lua_Number min = 0, max = 0;
+  bool has_min = opt_number(L, spec, "min", &min);
+  bool has_max = opt_number(L, spec, "max", &max);
+  char a[64], b[64];
+  switch (t) {
+    case F_TEXT: {
+      if (v->type != HS_V_STR) {
+        fail(c, name, "%s must be text", label);
+        return false;
+      }
+      if (!hs__utf8_valid((const unsigned char *)v->as.str.ptr, v->as.str.len)) {
+        fail(c, name, "%s contains characters that are not valid text", label);
+        return false;
+      }
+      lua_Number maxlen = TEXT_MAX_DEFAULT;
+      opt_number(L, spec, "max_length", &maxlen);
+      size_t chars = utf8_chars(v->as.str.ptr, v->as.str.len);
+      if ((lua_Number)chars > maxlen) {
+        fmt_num(a, sizeof a, maxlen);
+        fail(c, name, "%s must be at most %s characters long (it has %zu)", label, a, chars);
+        return false;
+      }
+      if (lua_getfield(L, spec, "pattern") == LUA_TSTRING) {
+        const char *pat = lua_tostring(L, -1);
+        if (!pattern_matches(L, v->as.str.ptr, v->as.str.len, pat)) {
+          lua_pop(L, 1);
+          char hint[200] = "";
+          if (lua_getfield(L, spec, "hint") == LUA_TSTRING) {
+            snprintf(hint, sizeof hint, " (%s)", lua_tostring(L, -1));
+          }
+          lua_pop(L, 1);
+          fail(c, name, "%s is not in the expected format%s", label, hint);
+          return false;
+        }
+      }
+      lua_pop(L, 1);
+      lua_pushlstring(L, v->as.str.ptr, v->as.str.len);
+      return true;
+    }
+    case F_INTEGER:
+    case F_RATING: {
+      int64_t i;
+      if (v->type == HS_V_INT) {
+        i = v->as.i;
+      } else if (v->type == HS_V_FLOAT && v->as.f == floor(v->as.f) && fabs(v->as.f) < 9e15) {
+        i = (int64_t)v->as.f;
+      } else {
+        if (t == F_RATING) {
+          fail(c, name, "%s must be a whole number from 1 to 5", label);
+        } else {
+          fail(c, name, "%s must be a whole number", label);
+        }
+        return false;
+      }
+      if (t == F_RATING) {
+        if (i < 1 || i > 5) {
+          fail(c, name, "%s must be a whole number from 1 to 5", label);
+          return false;
+        }
+      } else if (has_min && (lua_Number)i < min) {
+        fmt_num(a, sizeof a, min);
+        fail(c, name, "%s must be at least %s", label, a);
+        return false;
+      } else if (has_max && (lua_Number)i > max) {
+        fmt_num(a, sizeof a, max);
+        fail(c, name, "%s must be at most %s", label, a);
+        return false;
+      }
+      lua_pushinteger(L, (lua_Integer)i);
+      return true;
+    }
+    case F_NUMBER: {
+      double d;
+      if (v->type == HS_V_INT) {
+        d = (double)v->as.i;
+      } else if (v->type == HS_V_FLOAT && isfinite(v->as.f)) {
+        d = v->as.f;
+      } else {
+        fail(c, name, "%s must be a number", label);
+        return false;
+      }
+      if (has_min && d < min) {
+        fmt_num(a, sizeof a, min);
+        fail(c, name, "%s must be at least %s", label, a);
+        return false;
+      }
+      if (has_max && d > max) {
+        fmt_num(a, sizeof a, max);
+        fail(c, name, "%s must be at most %s", label, a);
+        return false;
+      }
+      if (v->type == HS_V_INT) {
+        lua_pushinteger(L, (lua_Integer)v->as.i);
+      } else {
+        lua_pushnumber(L, d);
+      }
+      return true;
+    }
+    case F_BOOLEAN:
+      if (v->type != HS_V_BOOL) {
+        fail(c, name, "%s must be answered yes or no", label);
+        return false;
+      }
+      lua_pushboolean(L, v->as.b);
+      return true;
+    case F_ACK: {
+      bool required = lua_getfield(L, spec, "required") == LUA_TBOOLEAN && lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      if (v->type != HS_V_BOOL || (required && !v->as.b)) {
+        fail(c, name, "%s: the customer must acknowledge the document before you continue",
+             label);
+        return false;
+      }
+      lua_pushboolean(L, v->as.b);
+      return true;
+    }
+    case F_CHOICE: {
+      options_text(L, spec, b, sizeof b);
+      if (v->type != HS_V_STR || !in_options(L, spec, v->as.str.ptr, v->as.str.len)) {
+        fail(c, name, "%s must be one of: %s", label, b);
+        return false;
+      }
+      lua_pushlstring(L, v->as.str.ptr, v->as.str.len);
+      return true;
+    }
+    case F_MULTI: {
+      options_text(L, spec, b, sizeof b);
+      if (v->type != HS_V_ARRAY) {
+        fail(c, name, "%s must be a list of choices from: %s", label, b);
+        return false;
+      }
+      size_t n = v->as.arr.len;
+      for (size_t i = 0; i < n; i++) {
+        const hs_value_t *it = &v->as.arr.items[i];
+        if (it->type != HS_V_STR || !in_options(L, spec, it->as.str.ptr, it->as.str.len)) {
+          fail(c, name, "%s: every choice must be one of: %s", label, b);
+          return false;
+        }
+        for (size_t j = 0; j < i; j++) {
+          if (hs_value_equal(it, &v->as.arr.items[j])) {
+            fail(c, name, "%s lists '%s' twice", label, it->as.str.ptr);
+            return false;
+          }
+        }
+      }
+      if (has_min && (lua_Number)n < min) {
+        fmt_num(a, sizeof a, min);
+        fail(c, name, "Choose at least %s for %s", a, label);
+        return false;
+      }
+      if (has_max && (lua_Number)n > max) {
+        fmt_num(a, sizeof a, max);
+        fail(c, name, "Choose at most %s for %s", a, label);
+        return false;
+      }
+      lua_createtable(L, (int)n, 0);
+      for (size_t i = 0; i < n; i++) {
+        lua_pushlstring(L, v->as.arr.items[i].as.str.ptr, v->as.arr.items[i].as.str.len);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+      }
+      return true;
+    }
+    case F_DATE: {
+      long day = v->type == HS_V_STR ? parse_date(v->as.str.ptr, v->as.str.len) : -1;
+      if (day < 0) {
+        fail(c, name, "%s must be a date written like 2024-05-31", label);
+        return false;
+      }
+      if (has_min && (lua_Number)day < min) {
+        lua_getfield(L, spec, "min");
+        fail(c, name, "%s must be on or after %s", label, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return false;
+      }
+      if (has_max && (lua_Number)day > max) {
+        lua_getfield(L, spec, "max");
+        fail(c, name, "%s must be on or before %s", label, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return false;
+      }
+      lua_pushlstring(L, v->as.str.ptr, v->as.str.len);
+      return true;
+    }
+    case F_PHOTO:
+    case F_SIGNATURE:
+      if (v->type != HS_V_STR || !is_evidence(v->as.str.ptr, v->as.str.len)) {
+        fail(c, name,
+             t == F_PHOTO ? "%s must be a photo taken and uploaded from the app"
+                          : "%s must be a signature captured in the app",
+             label);
+        return false;
+      }
+      lua_pushlstring(L, v->as.str.ptr, v->as.str.len);
+      return true;
+    case F_LOCATION: {
+      const hs_value_t *lat = hs_map_get(v, "lat"), *lon = hs_map_get(v, "lon");
+      const hs_value_t *acc = hs_map_get(v, "accuracy");
+      double dlat = 0, dlon = 0, dacc = -1;
+      bool ok = v->type == HS_V_MAP && lat != NULL && lon != NULL;
+      const hs_value_t *parts[3] = {lat, lon, acc};
+      double *outs[3] = {&dlat, &dlon, &dacc};
+      for (int i = 0; ok && i < 3; i++) {
+        if (parts[i] == NULL) {
+          continue;
+        }
+        if (parts[i]->type == HS_V_INT) {
+          *outs[i] = (double)parts[i]->as.i;
+        } else if (parts[i]->type == HS_V_FLOAT && isfinite(parts[i]->as.f)) {
+          *outs[i] = parts[i]->as.f;
+        } else {
+          ok = false;
+        }
+      }
+      for (size_t i = 0; ok && i < v->as.map.len; i++) {
+        const char *k = v->as.map.items[i].key;
+        ok = strcmp(k, "lat") == 0 || strcmp(k, "lon") == 0 || strcmp(k, "accuracy") == 0;
+      }
+      if (!ok) {
+        fail(c, name, "%s must be a location from the phone's GPS (lat, lon, accuracy)", label);
+        return false;
+      }
+      if (dlat < -90 || dlat > 90 || dlon < -180 || dlon > 180 || (acc != NULL && dacc < 0)) {
+        fail(c, name, "%s is not a real place (latitude -90 to 90, longitude -180 to 180)",
+             label);
+        return false;
+      }
+      if (has_max && (acc == NULL || dacc > max)) {
+        fmt_num(a, sizeof a, max);
+        fail(c, name,
+             "%s is not precise enough (it must be within %s m): wait for a better GPS fix, "
+             "outdoors if you can",
+             label, a);
+        return false;
+      }
+      lua_createtable(L, 0, 3);
+      lua_pushnumber(L, dlat);
+      lua_setfield(L, -2, "lat");
+      lua_pushnumber(L, dlon);
+      lua_setfield(L, -2, "lon");
+      if (acc != NULL) {
+        lua_pushnumber(L, dacc);
+        lua_setfield(L, -2, "accuracy");
+      }
+      return true;
+    }
+    case F_UNKNOWN: break;
+  }
+  fail(c, name, "%s has a type this server does not know", label);
+  return false;
+}
+
+int hs__validate_fields(lua_State *L, int spec_idx, const hs_value_t *data, hs_arena_t *a,
+                        hs_value_t *errors) {
+  spec_idx = lua_absindex(L, spec_idx);
+  vctx_t c = {.L = L, .a = a, .errors = errors, .oom = 0};
+  lua_newtable(L);
+  int out = lua_gettop(L);
+  if (data != NULL && data->type != HS_V_MAP && data->type != HS_V_NIL) {
+    fail(&c, "", "The answer must be a set of named fields, not a %s", hs_vtype_name(data->type));
+    return c.oom ? HS_ENOMEM : HS_OK;
+  }
+  lua_getfield(L, spec_idx, "fields");
+  int fields = lua_gettop(L);
+  lua_Integer nfields = lua_type(L, fields) == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, fields) : 0;
+  /* Unknown names first: a field the step does not have is refused, never stored. */
+  for (size_t i = 0; data != NULL && data->type == HS_V_MAP && i < data->as.map.len; i++) {
+    const char *key = data->as.map.items[i].key;
+    bool known = false;
+    for (lua_Integer f = 1; f <= nfields && !known; f++) {
+      lua_rawgeti(L, fields, f);
+      lua_getfield(L, -1, "name");
+      known = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), key) == 0;
+      lua_pop(L, 2);
+    }
+    if (!known) {
+      fail(&c, key, "This step has no field named '%s'", key);
+    }
+  }
+  for (lua_Integer f = 1; f <= nfields; f++) {
+    lua_rawgeti(L, fields, f);
+    int spec = lua_gettop(L);
+    lua_getfield(L, spec, "name");
+    lua_getfield(L, spec, "type");
+    lua_getfield(L, spec, "required");
+    const char *name = lua_tostring(L, -3);
+    ftype_t t = lua_type(L, -2) == LUA_TSTRING ? type_of(lua_tostring(L, -2)) : F_UNKNOWN;
+    bool required = lua_toboolean(L, -1);
+    if (name == NULL) {
+      lua_settop(L, spec - 1);
+      continue;
+    }
+    char label[128];
+    hs__field_label(L, spec, label, sizeof label);
+    const hs_value_t *v = data != NULL ? hs_map_get(data, name) : NULL;
+    bool empty = v == NULL || v->type == HS_V_NIL ||
+                 (t != F_BOOLEAN && v->type == HS_V_STR && v->as.str.len == 0) ||
+                 (t == F_MULTI && v->type == HS_V_ARRAY && v->as.arr.len == 0);
+    if (empty) {
+      if (required) {
+        switch (t) {
+          case F_BOOLEAN: fail(&c, name, "Please answer %s", label); break;
+          case F_PHOTO: fail(&c, name, "Please take a photo for %s", label); break;
+          case F_SIGNATURE: fail(&c, name, "Please have the customer sign: %s", label); break;
+          case F_ACK:
+            fail(&c, name, "%s: the customer must acknowledge the document before you continue",
+                 label);
+            break;
+          case F_CHOICE:
+          case F_MULTI: fail(&c, name, "Please choose %s", label); break;
+          case F_LOCATION: fail(&c, name, "Please record the location: %s", label); break;
+          default: fail(&c, name, "Please fill in %s", label); break;
+        }
+      }
+    } else if (check_value(&c, spec, t, name, label, v)) {
+      lua_setfield(L, out, name);
+    }
+    lua_settop(L, spec - 1);
+  }
+  lua_settop(L, out);
+  return c.oom ? HS_ENOMEM : HS_OK;
+}

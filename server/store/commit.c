@@ -1,0 +1,271 @@
+#include "store/commit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+  MAX_BATCH = 1024,   /* writes in one transaction */
+  MAX_QUEUED = 16384, /* writes waiting for a transaction before we shed load */
+};
+
+/* One statement per kind. Each takes $1, a JSON array of rows each carrying "i" (its index in
+ * the batch), and returns the "i" of every row it inserted. Bytes travel base64-encoded. */
+static const char *const k_sql[HS_WRITE_KINDS] = {
+    [HS_WRITE_SESSION] =
+        "WITH input AS ("
+        " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, id text, brand_id bigint,"
+        " process text, version text, contractor_id text, ref text, customer text,"
+        " contractor text, seed bigint, events text)),"
+        " s AS (INSERT INTO sessions (id, brand_id, process, version, contractor_id, ref,"
+        " customer, contractor, seed, events)"
+        " SELECT id, brand_id, process, version, contractor_id, ref, decode(customer, 'base64'),"
+        " decode(contractor, 'base64'), seed, decode(events, 'base64')"
+        " FROM input ON CONFLICT DO NOTHING RETURNING id)"
+        " SELECT i FROM input JOIN s USING (id)",
+    [HS_WRITE_COMPLETION] =
+        "WITH input AS ("
+        " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, session_id text, seq int,"
+        " digest text, response text, events text, ended boolean, device_time timestamptz,"
+        " brand_id bigint, process text, version text, step_id text, contractor_id text,"
+        " data_digest text, data text)),"
+        " c AS (INSERT INTO step_completions (session_id, seq, digest, response, events, ended,"
+        " device_time) SELECT session_id, seq, decode(digest, 'base64'),"
+        " decode(response, 'base64'), decode(events, 'base64'), ended, device_time FROM input"
+        " ON CONFLICT DO NOTHING RETURNING session_id, seq),"
+        " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
+        " seq, contractor_id, device_time, result, errors, data_digest, data)"
+        " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
+        " device_time, 'accepted', NULL, decode(data_digest, 'base64'), decode(data, 'base64')"
+        " FROM input JOIN c USING (session_id, seq)),"
+        " n AS (SELECT pg_notify('handsel_session', session_id || ' ' || seq) FROM c)"
+        " SELECT i FROM input JOIN c USING (session_id, seq) WHERE (SELECT count(*) FROM n) >= 0",
+    [HS_WRITE_REJECTION] =
+        "WITH input AS ("
+        " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, session_id text, seq int,"
+        " device_time timestamptz, brand_id bigint, process text, version text, step_id text,"
+        " contractor_id text, errors text, data_digest text, data text)),"
+        " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
+        " seq, contractor_id, device_time, result, errors, data_digest, data)"
+        " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
+        " device_time, 'rejected', decode(errors, 'base64'), decode(data_digest, 'base64'),"
+        " decode(data, 'base64') FROM input RETURNING session_id)"
+        " SELECT i FROM input",
+    [HS_WRITE_FEEDBACK] =
+        "WITH input AS ("
+        " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, brand_id bigint,"
+        " session_id text, contractor_id text, source text, rating smallint, comment text,"
+        " tags text[])),"
+        " f AS (INSERT INTO feedback (brand_id, session_id, source, rating, comment, tags)"
+        " SELECT input.brand_id, session_id, source, rating, comment, coalesce(tags, '{}')"
+        " FROM input JOIN sessions s ON s.id = input.session_id AND s.brand_id = input.brand_id"
+        " AND (input.contractor_id IS NULL OR s.contractor_id = input.contractor_id)"
+        " RETURNING session_id)"
+        " SELECT i FROM input WHERE session_id IN (SELECT session_id FROM f)",
+};
+static const char *const k_names[HS_WRITE_KINDS] = {
+    "hs_commit_session", "hs_commit_completion", "hs_commit_rejection", "hs_commit_feedback"};
+
+struct hs_write {
+  hs_write_t *next;
+  hs_write_kind_t kind;
+  json_t *row; /* owned until the batch is built */
+  hs_write_cb cb; /* NULL once cancelled */
+  void *ctx;
+  bool inserted;
+};
+
+typedef struct batch {
+  hs_committer_t *c;
+  hs_write_t *items[MAX_BATCH]; /* owned */
+  size_t n;
+} batch_t;
+
+struct hs_committer {
+  uv_check_t check; /* first: the committer is freed in its close callback */
+  hs_db_pool_t *pool; /* borrowed */
+  hs_write_t *head, *tail; /* owned: waiting for the next transaction */
+  size_t n_queued;
+  batch_t *inflight; /* the transaction in flight, or NULL */
+  bool freeing;
+  hs_commit_stats_t stats;
+};
+
+static void flush(hs_committer_t *c);
+
+static void on_check(uv_check_t *h) {
+  hs_committer_t *c = h->data;
+  uv_check_stop(&c->check);
+  flush(c);
+}
+
+int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_committer_t **out) {
+  hs_committer_t *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    return HS_ENOMEM;
+  }
+  c->pool = pool;
+  uv_check_init(loop, &c->check);
+  c->check.data = c;
+  *out = c;
+  return HS_OK;
+}
+
+static void finish(hs_write_t *w, int status) {
+  if (w->cb != NULL) {
+    w->cb(w->ctx, status, w->inserted);
+  }
+  json_decref(w->row);
+  free(w);
+}
+
+static void on_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+void hs_committer_close(hs_committer_t *c) {
+  c->freeing = true;
+  hs_write_t *w = c->head;
+  c->head = c->tail = NULL;
+  while (w != NULL) {
+    hs_write_t *next = w->next;
+    finish(w, HS_EUNAVAIL);
+    w = next;
+  }
+  if (c->inflight != NULL) {
+    c->inflight->c = NULL; /* its callback frees the batch alone */
+  }
+  uv_close((uv_handle_t *)&c->check, on_closed);
+}
+
+static void on_batch_done(void *ctx, const hs_db_result_t *res) {
+  batch_t *b = ctx;
+  hs_committer_t *c = b->c;
+  if (res->status == HS_OK) {
+    for (size_t r = 0; r < res->n_results; r++) {
+      PGresult *pr = res->results[r];
+      int rows = pr != NULL ? PQntuples(pr) : 0;
+      for (int k = 0; k < rows; k++) {
+        long i = strtol(PQgetvalue(pr, k, 0), NULL, 10);
+        if (i >= 0 && (size_t)i < b->n) {
+          b->items[i]->inserted = true;
+        }
+      }
+    }
+  }
+  int status = res->status == HS_OK ? HS_OK : res->status == HS_EUNAVAIL ? HS_EUNAVAIL : HS_EIO;
+  if (c != NULL) {
+    c->inflight = NULL;
+    c->stats.batches++;
+    c->stats.writes += b->n;
+  }
+  for (size_t i = 0; i < b->n; i++) {
+    finish(b->items[i], status);
+  }
+  free(b);
+  if (c != NULL && !c->freeing) {
+    flush(c);
+  }
+}
+
+static void flush(hs_committer_t *c) {
+  if (c->inflight != NULL || c->head == NULL) {
+    return;
+  }
+  batch_t *b = calloc(1, sizeof *b);
+  json_t *arrays[HS_WRITE_KINDS] = {0};
+  if (b == NULL) {
+    return;
+  }
+  b->c = c;
+  while (c->head != NULL && b->n < MAX_BATCH) {
+    hs_write_t *w = c->head;
+    c->head = w->next;
+    c->n_queued--;
+    w->next = NULL;
+    json_object_set_new(w->row, "i", json_integer((json_int_t)b->n));
+    if (arrays[w->kind] == NULL) {
+      arrays[w->kind] = json_array();
+    }
+    json_array_append(arrays[w->kind], w->row);
+    b->items[b->n++] = w;
+  }
+  if (c->head == NULL) {
+    c->tail = NULL;
+  }
+  hs_db_stmt_t stmts[HS_WRITE_KINDS];
+  char *texts[HS_WRITE_KINDS] = {0};
+  const char *values[HS_WRITE_KINDS][1];
+  size_t n = 0;
+  bool ok = true;
+  for (int k = 0; k < HS_WRITE_KINDS; k++) {
+    if (arrays[k] == NULL) {
+      continue;
+    }
+    texts[k] = json_dumps(arrays[k], JSON_COMPACT);
+    json_decref(arrays[k]);
+    if (texts[k] == NULL) {
+      ok = false;
+      continue;
+    }
+    values[k][0] = texts[k];
+    stmts[n++] = (hs_db_stmt_t){.name = k_names[k], .sql = k_sql[k], .n_params = 1,
+                                .values = values[k]};
+  }
+  int rc = ok ? hs_db_exec(c->pool, stmts, n, on_batch_done, b, NULL) : HS_ENOMEM;
+  for (int k = 0; k < HS_WRITE_KINDS; k++) {
+    free(texts[k]);
+  }
+  if (rc == HS_OK) {
+    c->inflight = b;
+    return;
+  }
+  for (size_t i = 0; i < b->n; i++) {
+    finish(b->items[i], rc == HS_ENOMEM ? HS_EIO : HS_EUNAVAIL);
+  }
+  free(b);
+  /* Whatever is still queued waits for the next submit: failing it all now would only turn
+   * one outage into a burst of errors with no new information. */
+}
+
+int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, json_t *row, hs_write_cb cb,
+                     void *ctx, hs_write_t **out) {
+  if (c->n_queued >= MAX_QUEUED) {
+    json_decref(row);
+    return HS_ELIMIT;
+  }
+  if (!hs_db_pool_ready(c->pool)) {
+    json_decref(row);
+    return HS_EUNAVAIL;
+  }
+  hs_write_t *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    json_decref(row);
+    return HS_ENOMEM;
+  }
+  w->kind = kind;
+  w->row = row;
+  w->cb = cb;
+  w->ctx = ctx;
+  if (c->tail != NULL) {
+    c->tail->next = w;
+  } else {
+    c->head = w;
+  }
+  c->tail = w;
+  c->n_queued++;
+  if (out != NULL) {
+    *out = w;
+  }
+  if (c->inflight == NULL) {
+    uv_check_start(&c->check, on_check);
+  }
+  return HS_OK;
+}
+
+void hs_write_cancel(hs_write_t *w) {
+  w->cb = NULL;
+}
+
+void hs_committer_stats(const hs_committer_t *c, hs_commit_stats_t *out) {
+  *out = c->stats;
+}

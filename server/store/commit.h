@@ -1,0 +1,56 @@
+/* Group commit. Writes that arrive while a commit is in flight wait, and go together in the
+ * next one: one transaction, one round trip, one WAL flush for all of them (SPEC §5). Each kind
+ * of write is one statement for the whole batch: its rows travel as one JSON array parameter
+ * that PostgreSQL unpacks with jsonb_to_recordset.
+ *
+ * A write's callback runs once its transaction committed (synchronous_commit on), so a 200
+ * sent from it is durable. Writes are idempotent by key: a row whose key exists already is
+ * skipped, not an error (`inserted` false), so one conflicting write never aborts the batch. */
+#ifndef HS_STORE_COMMIT_H
+#define HS_STORE_COMMIT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "db/pool.h"
+
+typedef enum hs_write_kind {
+  HS_WRITE_SESSION = 0, /* a new session: its row and start events (key: id, or brand+ref) */
+  HS_WRITE_COMPLETION,  /* an accepted completion and its validation record (key: id+seq) */
+  HS_WRITE_REJECTION,   /* a rejected attempt's validation record (never conflicts) */
+  HS_WRITE_FEEDBACK,    /* feedback on a session */
+  HS_WRITE_KINDS
+} hs_write_kind_t;
+
+typedef struct hs_committer hs_committer_t;
+typedef struct hs_write hs_write_t;
+
+/* status: HS_OK (committed), HS_EUNAVAIL (database unreachable: the write may or may not have
+ * committed; it is idempotent, so a retry is safe), HS_EIO (the batch failed). */
+typedef void (*hs_write_cb)(void *ctx, int status, bool inserted);
+
+/* Borrows pool; the committer is owned by the caller (hs_committer_close). Batches are sent
+ * from a uv_check handle on loop, so every write submitted during one loop iteration (all the
+ * requests one read delivered) shares one transaction. */
+int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_committer_t **out);
+/* Fails every queued write with HS_EUNAVAIL and frees the committer once its handle closed.
+ * A transaction in flight still calls back when the pool finishes it (close the pool after). */
+void hs_committer_close(hs_committer_t *c);
+
+/* Queues a row (a JSON object with the columns of its kind; the reference is stolen). On
+ * success cb is called exactly once, later from the loop, unless cancelled. Fails with HS_ELIMIT when too many
+ * writes wait (the database is not keeping up): answer 503. */
+int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, json_t *row, hs_write_cb cb,
+                     void *ctx, hs_write_t **out);
+
+/* The request that waited is gone: cb will not be called. The write itself still happens. */
+void hs_write_cancel(hs_write_t *w);
+
+/* Statistics for /metrics and benchmarks. */
+typedef struct hs_commit_stats {
+  uint64_t batches;
+  uint64_t writes;
+} hs_commit_stats_t;
+void hs_committer_stats(const hs_committer_t *c, hs_commit_stats_t *out);
+
+#endif

@@ -1,0 +1,638 @@
+#include "store/store.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "core/log.h"
+#include "core/strmap.h"
+
+enum { LISTEN_RETRY_MS = 1000 };
+
+/* Payloads read back from our own tables: generous, but still bounded. */
+static const hs_codec_limits_t k_stored_limits = {
+    .max_bytes = 64u << 20,
+    .max_depth = 32,
+    .max_count = 1u << 20,
+    .max_items = 1u << 24,
+    .max_str_len = 16u << 20,
+};
+
+struct hs_store {
+  uv_loop_t *loop;
+  const hs_config_t *cfg;
+  hs_db_pool_t *pool;         /* owned */
+  hs_committer_t *committer;  /* owned */
+  hs_strmap_t brands;            /* brand name -> id (stored in the pointer) */
+  hs_strmap_t vms;               /* brand id -> hs_vm_t* (owned) */
+  hs_strmap_t procs;             /* "brand/name/version" -> hs_process_t* (owned by their VM) */
+  hs_strmap_t lives;             /* session id -> hs_live_t* (owned) */
+  hs_live_t *lru_head, *lru_tail; /* most recently used first */
+
+  /* LISTEN connection: other workers and nodes announce committed steps. */
+  PGconn *listen;    /* owned */
+  uv_poll_t *lpoll;  /* owned: heap, freed in its close callback */
+  uv_timer_t ltimer; /* reconnects */
+  bool listening;
+};
+
+/* ------------------------------------------------------------ JSON helpers */
+
+json_t *hs_json_b64(const void *p, size_t n) {
+  hs_buf_t b;
+  hs_buf_init(&b, 0);
+  if (hs_base64_encode(p, n, &b) != HS_OK) {
+    hs_buf_free(&b);
+    return NULL;
+  }
+  json_t *j = json_stringn_nocheck(b.len > 0 ? (const char *)b.data : "", b.len);
+  hs_buf_free(&b);
+  return j;
+}
+
+json_t *hs_json_msgpack_b64(const hs_value_t *v) {
+  hs_buf_t b;
+  hs_buf_init(&b, 0);
+  if (hs_msgpack_encode(v, &b) != HS_OK) {
+    hs_buf_free(&b);
+    return NULL;
+  }
+  json_t *j = hs_json_b64(b.data, b.len);
+  hs_buf_free(&b);
+  return j;
+}
+
+/* ------------------------------------------------------------ LISTEN */
+
+static void listen_reset(hs_store_t *s) {
+  if (s->lpoll != NULL) {
+    uv_poll_stop(s->lpoll);
+    uv_close((uv_handle_t *)s->lpoll, (uv_close_cb)free);
+    s->lpoll = NULL;
+  }
+  if (s->listen != NULL) {
+    PQfinish(s->listen);
+    s->listen = NULL;
+  }
+  s->listening = false;
+}
+
+static void on_notify(hs_store_t *s, const char *payload) {
+  /* "<session id> <seq>": the session committed step seq somewhere. */
+  char id[40];
+  unsigned seq = 0;
+  if (sscanf(payload, "%39s %u", id, &seq) != 2) {
+    return;
+  }
+  hs_live_t *live = hs_strmap_get(&s->lives, id);
+  if (live == NULL || live->busy) {
+    return;
+  }
+  if (hs_session_status(live->session) == HS_SESSION_WAITING &&
+      hs_session_seq(live->session) > seq) {
+    return; /* our own commit, already applied here */
+  }
+  if (hs_session_status(live->session) == HS_SESSION_ENDED) {
+    return;
+  }
+  /* Another worker or node moved it: rebuild before anyone uses it, and tell the streams. */
+  live->stale = true;
+  hs_store_live_changed(live);
+}
+
+static void listen_connect(hs_store_t *s);
+
+static void on_listen_poll(uv_poll_t *h, int status, int events) {
+  hs_store_t *s = h->data;
+  if (status < 0) {
+    listen_reset(s);
+    return;
+  }
+  if (!s->listening) {
+    PostgresPollingStatusType st = PQconnectPoll(s->listen);
+    if (st == PGRES_POLLING_READING) {
+      uv_poll_start(s->lpoll, UV_READABLE, on_listen_poll);
+    } else if (st == PGRES_POLLING_WRITING) {
+      uv_poll_start(s->lpoll, UV_WRITABLE, on_listen_poll);
+    } else if (st == PGRES_POLLING_OK) {
+      if (PQsetnonblocking(s->listen, 1) != 0 ||
+          PQsendQuery(s->listen, "LISTEN handsel_session") != 1) {
+        listen_reset(s);
+        return;
+      }
+      PQflush(s->listen);
+      s->listening = true;
+      uv_poll_start(s->lpoll, UV_READABLE, on_listen_poll);
+    } else {
+      listen_reset(s);
+    }
+    return;
+  }
+  if (PQconsumeInput(s->listen) != 1) {
+    listen_reset(s);
+    return;
+  }
+  while (!PQisBusy(s->listen)) {
+    PGresult *r = PQgetResult(s->listen);
+    if (r == NULL) {
+      break;
+    }
+    PQclear(r);
+  }
+  PGnotify *n;
+  while ((n = PQnotifies(s->listen)) != NULL) {
+    on_notify(s, n->extra);
+    PQfreemem(n);
+  }
+}
+
+static void listen_connect(hs_store_t *s) {
+  s->listen = PQconnectStart(s->cfg->db_conninfo);
+  if (s->listen == NULL || PQstatus(s->listen) == CONNECTION_BAD || PQsocket(s->listen) < 0) {
+    listen_reset(s);
+    return;
+  }
+  s->lpoll = malloc(sizeof *s->lpoll);
+  if (s->lpoll == NULL || uv_poll_init(s->loop, s->lpoll, PQsocket(s->listen)) != 0) {
+    free(s->lpoll);
+    s->lpoll = NULL;
+    listen_reset(s);
+    return;
+  }
+  s->lpoll->data = s;
+  /* libpq wants the socket writable first while connecting. */
+  uv_poll_start(s->lpoll, UV_WRITABLE, on_listen_poll);
+}
+
+static void on_listen_timer(uv_timer_t *t) {
+  hs_store_t *s = t->data;
+  if (s->listen == NULL) {
+    listen_connect(s);
+  }
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_store_t **out, hs_err_t *err) {
+  hs_store_t *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    return hs_err_set(err, HS_ENOMEM, "out of memory");
+  }
+  s->loop = loop;
+  s->cfg = cfg;
+  hs_strmap_init(&s->vms);
+  hs_strmap_init(&s->brands);
+  hs_strmap_init(&s->procs);
+  hs_strmap_init(&s->lives);
+  int rc = hs_db_pool_new(loop, cfg->db_conninfo, cfg->db_pool_size, &s->pool, err);
+  if (rc != HS_OK) {
+    free(s);
+    return rc;
+  }
+  rc = hs_committer_new(loop, s->pool, &s->committer);
+  if (rc != HS_OK) {
+    hs_db_pool_close(s->pool);
+    free(s);
+    return hs_err_set(err, rc, "out of memory");
+  }
+  uv_timer_init(loop, &s->ltimer);
+  s->ltimer.data = s;
+  uv_timer_start(&s->ltimer, on_listen_timer, 0, LISTEN_RETRY_MS);
+  *out = s;
+  return HS_OK;
+}
+
+static void live_free(hs_live_t *live) {
+  hs_session_free(live->session);
+  free(live);
+}
+
+static void on_ltimer_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+void hs_store_close(hs_store_t *s) {
+  /* Sessions first (they reference processes in the VMs), then the VMs. */
+  size_t it = 0;
+  const char *k;
+  void *v;
+  while (hs_strmap_next(&s->lives, &it, &k, &v)) {
+    live_free(v);
+  }
+  hs_strmap_free(&s->lives);
+  hs_strmap_free(&s->procs);
+  it = 0;
+  while (hs_strmap_next(&s->vms, &it, &k, &v)) {
+    hs_vm_free(v);
+  }
+  hs_strmap_free(&s->vms);
+  hs_strmap_free(&s->brands);
+  listen_reset(s);
+  hs_committer_close(s->committer);
+  hs_db_pool_close(s->pool);
+  uv_close((uv_handle_t *)&s->ltimer, on_ltimer_closed);
+}
+
+hs_db_pool_t *hs_store_pool(hs_store_t *s) {
+  return s->pool;
+}
+
+hs_committer_t *hs_store_committer(hs_store_t *s) {
+  return s->committer;
+}
+
+bool hs_store_ready(hs_store_t *s) {
+  return hs_db_pool_ready(s->pool);
+}
+
+/* ------------------------------------------------------------ brands, VMs and processes */
+
+int64_t hs_store_brand_lookup(hs_store_t *s, const char *name) {
+  return (int64_t)(intptr_t)hs_strmap_get(&s->brands, name);
+}
+
+void hs_store_brand_remember(hs_store_t *s, const char *name, int64_t id) {
+  hs_strmap_put(&s->brands, name, (void *)(intptr_t)id);
+}
+
+hs_vm_t *hs_store_vm(hs_store_t *s, int64_t brand_id, hs_err_t *err) {
+  char key[24];
+  snprintf(key, sizeof key, "%" PRId64, brand_id);
+  hs_vm_t *vm = hs_strmap_get(&s->vms, key);
+  if (vm != NULL) {
+    return vm;
+  }
+  if (hs_vm_new(key, NULL, &vm, err) != HS_OK) {
+    return NULL;
+  }
+  if (hs_strmap_put(&s->vms, key, vm) != HS_OK) {
+    hs_vm_free(vm);
+    hs_err_set(err, HS_ENOMEM, "out of memory");
+    return NULL;
+  }
+  return vm;
+}
+
+hs_process_t *hs_store_process(hs_store_t *s, int64_t brand_id, const char *name,
+                               const char *version, const char *source, size_t source_len,
+                               hs_err_t *err) {
+  char key[200];
+  snprintf(key, sizeof key, "%" PRId64 "/%s/%s", brand_id, name, version);
+  hs_process_t *p = hs_strmap_get(&s->procs, key);
+  if (p != NULL || source == NULL) {
+    if (p == NULL) {
+      hs_err_set(err, HS_ENOTFOUND, "process %s version %s is not loaded", name, version);
+    }
+    return p;
+  }
+  hs_vm_t *vm = hs_store_vm(s, brand_id, err);
+  if (vm == NULL) {
+    return NULL;
+  }
+  char chunk[80];
+  snprintf(chunk, sizeof chunk, "%s.lua", name);
+  if (hs_process_load(vm, chunk, source, source_len, &p, err) != HS_OK) {
+    return NULL;
+  }
+  if (strcmp(hs_process_version(p), version) != 0) {
+    hs_process_release(p);
+    hs_err_set(err, HS_ECONFLICT, "stored source of %s does not hash to its version %s", name,
+               version);
+    return NULL;
+  }
+  if (hs_strmap_put(&s->procs, key, p) != HS_OK) {
+    hs_process_release(p);
+    hs_err_set(err, HS_ENOMEM, "out of memory");
+    return NULL;
+  }
+  return p;
+}
+
+/* ------------------------------------------------------------ live sessions */
+
+static void lru_unlink(hs_store_t *s, hs_live_t *l) {
+  if (l->lru_prev != NULL) {
+    l->lru_prev->lru_next = l->lru_next;
+  } else if (s->lru_head == l) {
+    s->lru_head = l->lru_next;
+  }
+  if (l->lru_next != NULL) {
+    l->lru_next->lru_prev = l->lru_prev;
+  } else if (s->lru_tail == l) {
+    s->lru_tail = l->lru_prev;
+  }
+  l->lru_prev = l->lru_next = NULL;
+}
+
+static void lru_push_front(hs_store_t *s, hs_live_t *l) {
+  l->lru_prev = NULL;
+  l->lru_next = s->lru_head;
+  if (s->lru_head != NULL) {
+    s->lru_head->lru_prev = l;
+  }
+  s->lru_head = l;
+  if (s->lru_tail == NULL) {
+    s->lru_tail = l;
+  }
+}
+
+hs_live_t *hs_store_live_get(hs_store_t *s, const char *id) {
+  hs_live_t *l = hs_strmap_get(&s->lives, id);
+  if (l != NULL && s->lru_head != l) {
+    lru_unlink(s, l);
+    lru_push_front(s, l);
+  }
+  return l;
+}
+
+size_t hs_store_live_count(const hs_store_t *s) {
+  return s->lives.len;
+}
+
+static void evict(hs_store_t *s) {
+  /* Oldest first; a session that is busy, awaited or watched stays. */
+  hs_live_t *l = s->lru_tail;
+  while (l != NULL && s->lives.len > s->cfg->session_cache) {
+    hs_live_t *prev = l->lru_prev;
+    if (!l->busy && l->waiters == NULL && l->watchers == NULL) {
+      lru_unlink(s, l);
+      hs_strmap_del(&s->lives, l->id);
+      live_free(l);
+    }
+    l = prev;
+  }
+}
+
+int hs_store_live_add(hs_store_t *s, hs_live_t **live) {
+  hs_live_t *have = hs_strmap_get(&s->lives, (*live)->id);
+  if (have != NULL) {
+    live_free(*live);
+    *live = have;
+    return HS_OK;
+  }
+  if (hs_strmap_put(&s->lives, (*live)->id, *live) != HS_OK) {
+    live_free(*live);
+    *live = NULL;
+    return HS_ENOMEM;
+  }
+  lru_push_front(s, *live);
+  evict(s);
+  return HS_OK;
+}
+
+void hs_store_live_drop(hs_store_t *s, hs_live_t *live) {
+  lru_unlink(s, live);
+  if (hs_strmap_get(&s->lives, live->id) == live) {
+    hs_strmap_del(&s->lives, live->id);
+  }
+  /* Waiters and watchers learn that this copy is gone; they reload. Unlink each before the call
+   * so a callback may re-queue itself on a new copy. */
+  while (live->waiters != NULL) {
+    hs_waiter_t *w = live->waiters;
+    hs_store_live_unwait(live, w);
+    w->run(w, NULL);
+  }
+  while (live->watchers != NULL) {
+    hs_watcher_t *w = live->watchers;
+    hs_store_live_unwatch(live, w);
+    w->on_change(w, NULL);
+  }
+  live_free(live);
+}
+
+void hs_store_live_wait(hs_store_t *s, hs_live_t *live, hs_waiter_t *w) {
+  if (!live->busy && live->waiters == NULL) {
+    w->run(w, live);
+    return;
+  }
+  w->next = NULL;
+  w->prev = live->waiters_tail;
+  if (live->waiters_tail != NULL) {
+    live->waiters_tail->next = w;
+  } else {
+    live->waiters = w;
+  }
+  live->waiters_tail = w;
+}
+
+void hs_store_live_unwait(hs_live_t *live, hs_waiter_t *w) {
+  if (w->prev != NULL) {
+    w->prev->next = w->next;
+  } else {
+    live->waiters = w->next;
+  }
+  if (w->next != NULL) {
+    w->next->prev = w->prev;
+  } else {
+    live->waiters_tail = w->prev;
+  }
+  w->prev = w->next = NULL;
+}
+
+void hs_store_live_release(hs_store_t *s, hs_live_t *live) {
+  live->busy = false;
+  while (!live->busy && live->waiters != NULL) {
+    hs_waiter_t *w = live->waiters;
+    hs_store_live_unwait(live, w);
+    w->run(w, live);
+  }
+  evict(s);
+}
+
+void hs_store_live_watch(hs_live_t *live, hs_watcher_t *w) {
+  w->prev = NULL;
+  w->next = live->watchers;
+  if (live->watchers != NULL) {
+    live->watchers->prev = w;
+  }
+  live->watchers = w;
+}
+
+void hs_store_live_unwatch(hs_live_t *live, hs_watcher_t *w) {
+  if (w->prev != NULL) {
+    w->prev->next = w->next;
+  } else {
+    live->watchers = w->next;
+  }
+  if (w->next != NULL) {
+    w->next->prev = w->prev;
+  }
+  w->prev = w->next = NULL;
+}
+
+void hs_store_live_changed(hs_live_t *live) {
+  for (hs_watcher_t *w = live->watchers; w != NULL;) {
+    hs_watcher_t *next = w->next;
+    w->on_change(w, live);
+    w = next;
+  }
+}
+
+/* ------------------------------------------------------------ loading by replay */
+
+struct hs_load {
+  hs_store_t *s;
+  int64_t brand_id;
+  char id[40];
+  hs_load_cb cb; /* NULL once cancelled */
+  void *ctx;
+};
+
+static const char k_load_session_sql[] =
+    "SELECT s.process, s.version, s.contractor_id, s.events, pv.source, coalesce(s.ref, ''),"
+    " (extract(epoch FROM s.created_at) * 1000)::bigint"
+    " FROM sessions s JOIN process_versions pv"
+    " ON pv.brand_id = s.brand_id AND pv.name = s.process AND pv.version = s.version"
+    " WHERE s.id = $1 AND s.brand_id = $2";
+static const char k_load_events_sql[] =
+    "SELECT events FROM step_completions WHERE session_id = $1 ORDER BY seq";
+
+/* Appends the events of one stored msgpack array (a bytea column in text form) to all. */
+static int append_events(hs_arena_t *a, hs_value_t *all, const char *bytea_text, hs_err_t *err) {
+  size_t n = 0;
+  unsigned char *raw = PQunescapeBytea((const unsigned char *)bytea_text, &n);
+  if (raw == NULL) {
+    return hs_err_set(err, HS_ENOMEM, "out of memory");
+  }
+  hs_value_t *v = NULL;
+  int rc = hs_msgpack_decode(raw, n, &k_stored_limits, a, &v, err);
+  PQfreemem(raw);
+  if (rc != HS_OK) {
+    return rc;
+  }
+  if (v->type != HS_V_ARRAY) {
+    return hs_err_set(err, HS_EINVAL, "stored events are not an array");
+  }
+  for (size_t i = 0; i < v->as.arr.len; i++) {
+    if (hs_array_push(a, all, &v->as.arr.items[i]) == NULL) {
+      return hs_err_set(err, HS_ENOMEM, "out of memory");
+    }
+  }
+  return HS_OK;
+}
+
+static void on_loaded(void *ctx, const hs_db_result_t *res) {
+  hs_load_t *l = ctx;
+  hs_store_t *s = l->s;
+  hs_err_t err;
+  hs_err_clear(&err);
+  hs_live_t *live = NULL;
+  int rc = HS_OK;
+  hs_arena_t arena;
+  hs_arena_init(&arena, 0);
+  if (l->cb == NULL) {
+    free(l);
+    return;
+  }
+  if (res->status != HS_OK) {
+    rc = hs_err_set(&err, HS_EUNAVAIL, "the database is unavailable: %s", res->error);
+    goto done;
+  }
+  PGresult *row = res->results[0];
+  if (PQntuples(row) != 1) {
+    rc = hs_err_set(&err, HS_ENOTFOUND, "there is no session %s", l->id);
+    goto done;
+  }
+  /* Someone may have loaded it while we waited. */
+  live = hs_strmap_get(&s->lives, l->id);
+  if (live != NULL && !live->stale) {
+    goto done;
+  }
+  live = NULL;
+  const char *process = PQgetvalue(row, 0, 0);
+  const char *version = PQgetvalue(row, 0, 1);
+  const char *source = PQgetvalue(row, 0, 4);
+  hs_process_t *p = hs_store_process(s, l->brand_id, process, version, source,
+                                     (size_t)PQgetlength(row, 0, 4), &err);
+  if (p == NULL) {
+    rc = err.code != HS_OK ? err.code : HS_ESCRIPT;
+    goto done;
+  }
+  hs_value_t *events = hs_value_new_array(&arena, 16);
+  if (events == NULL) {
+    rc = hs_err_set(&err, HS_ENOMEM, "out of memory");
+    goto done;
+  }
+  rc = append_events(&arena, events, PQgetvalue(row, 0, 3), &err);
+  PGresult *comps = res->results[1];
+  for (int i = 0; rc == HS_OK && i < PQntuples(comps); i++) {
+    rc = append_events(&arena, events, PQgetvalue(comps, i, 0), &err);
+  }
+  if (rc != HS_OK) {
+    goto done;
+  }
+  hs_step_result_t step;
+  hs_session_t *sess = NULL;
+  rc = hs_session_replay(p, events, &arena, &sess, &step, &err);
+  if (rc != HS_OK) {
+    goto done;
+  }
+  live = calloc(1, sizeof *live);
+  if (live == NULL) {
+    hs_session_free(sess);
+    rc = hs_err_set(&err, HS_ENOMEM, "out of memory");
+    goto done;
+  }
+  snprintf(live->id, sizeof live->id, "%s", l->id);
+  live->brand_id = l->brand_id;
+  snprintf(live->contractor_id, sizeof live->contractor_id, "%s", PQgetvalue(row, 0, 2));
+  snprintf(live->process, sizeof live->process, "%s", process);
+  snprintf(live->version, sizeof live->version, "%s", version);
+  snprintf(live->ref, sizeof live->ref, "%s", PQgetvalue(row, 0, 5));
+  live->started_ms = strtoll(PQgetvalue(row, 0, 6), NULL, 10);
+  if (step.outcome != NULL) {
+    snprintf(live->outcome, sizeof live->outcome, "%s", step.outcome);
+  }
+  live->proc = p;
+  live->session = sess;
+  /* A stale copy is replaced: its waiters and watchers move to the fresh one via reload. */
+  hs_live_t *old = hs_strmap_get(&s->lives, l->id);
+  if (old != NULL) {
+    hs_store_live_drop(s, old);
+  }
+  rc = hs_store_live_add(s, &live);
+  if (rc != HS_OK) {
+    hs_err_set(&err, rc, "out of memory");
+  }
+done:
+  l->cb(l->ctx, rc, rc == HS_OK ? live : NULL, &err);
+  hs_arena_reset(&arena);
+  free(l);
+}
+
+int hs_store_load(hs_store_t *s, int64_t brand_id, const char *id, hs_load_cb cb, void *ctx,
+                  hs_load_t **out) {
+  hs_load_t *l = calloc(1, sizeof *l);
+  if (l == NULL) {
+    return HS_ENOMEM;
+  }
+  l->s = s;
+  l->brand_id = brand_id;
+  snprintf(l->id, sizeof l->id, "%s", id);
+  l->cb = cb;
+  l->ctx = ctx;
+  char brand[24];
+  snprintf(brand, sizeof brand, "%" PRId64, brand_id);
+  const char *p1[] = {l->id, brand};
+  const char *p2[] = {l->id};
+  hs_db_stmt_t stmts[] = {
+      {.name = "hs_load_session", .sql = k_load_session_sql, .n_params = 2, .values = p1},
+      {.name = "hs_load_events", .sql = k_load_events_sql, .n_params = 1, .values = p2},
+  };
+  int rc = hs_db_exec(s->pool, stmts, 2, on_loaded, l, NULL);
+  if (rc != HS_OK) {
+    free(l);
+    return rc;
+  }
+  if (out != NULL) {
+    *out = l;
+  }
+  return HS_OK;
+}
+
+void hs_load_cancel(hs_load_t *l) {
+  l->cb = NULL;
+}

@@ -1,0 +1,122 @@
+/* A worker's view of durable state: its database pool and group committer, the brands' Lua
+ * VMs, the process versions loaded in them, and the sessions live in memory.
+ *
+ * Sessions live in memory while active and are evicted under a budget; a request for one that
+ * is not here rebuilds it by replaying its recorded events (SPEC §5), on this worker, another
+ * worker or another node alike. PostgreSQL is the only authority: a completion commits only if
+ * its (session, seq) is new, so two workers or nodes holding the same session can never both
+ * advance it; the loser finds the winner's row and answers from it.
+ *
+ * Everything here belongs to one worker thread. */
+#ifndef HS_STORE_STORE_H
+#define HS_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "db/pool.h"
+#include "engine/engine.h"
+#include "http/config.h"
+#include "http/request.h"
+#include "store/commit.h"
+
+typedef struct hs_store hs_store_t;
+typedef struct hs_live hs_live_t;
+
+/* A request waiting for a live session to be free (one completion commits at a time). */
+typedef struct hs_waiter hs_waiter_t;
+typedef void (*hs_waiter_fn)(hs_waiter_t *w, hs_live_t *live);
+struct hs_waiter {
+  hs_waiter_t *prev, *next;
+  hs_waiter_fn run; /* called with the live session once it is free (or NULL if it is gone) */
+};
+
+/* A stream watching a session (GET …/stream). */
+typedef struct hs_watcher hs_watcher_t;
+typedef void (*hs_watcher_fn)(hs_watcher_t *w, hs_live_t *live);
+struct hs_watcher {
+  hs_watcher_t *prev, *next;
+  hs_watcher_fn on_change; /* the session moved: send what is new */
+  uint32_t sent_seq;       /* the last step seq this watcher sent */
+};
+
+struct hs_live {
+  char id[40];
+  int64_t brand_id;
+  char contractor_id[129];
+  char process[65];
+  char version[65];
+  char ref[129];      /* "" when the session was started without one */
+  int64_t started_ms; /* server time of the start */
+  char outcome[65];   /* the latest outcome the script recorded, "" for none */
+  hs_process_t *proc;    /* borrowed from the store's process cache */
+  hs_session_t *session; /* owned */
+  bool busy;             /* a completion's commit is in flight */
+  bool stale;            /* another node advanced it: rebuild before use */
+  hs_waiter_t *waiters;  /* requests queued behind `busy`, in order (borrowed) */
+  hs_waiter_t *waiters_tail;
+  hs_watcher_t *watchers; /* open streams (borrowed) */
+  hs_live_t *lru_prev, *lru_next;
+};
+
+/* Opens the pool and committer on loop, and LISTENs for session changes from other workers
+ * and nodes. The store is owned by the caller: hs_store_close. */
+int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_store_t **out, hs_err_t *err);
+/* Frees the caches and closes the database handles; the loop ends once they closed. */
+void hs_store_close(hs_store_t *s);
+
+hs_db_pool_t *hs_store_pool(hs_store_t *s);
+hs_committer_t *hs_store_committer(hs_store_t *s);
+bool hs_store_ready(hs_store_t *s);
+
+/* Brand ids by name, cached on this worker (brands are never renamed or deleted). 0 when not
+ * cached. */
+int64_t hs_store_brand_lookup(hs_store_t *s, const char *name);
+void hs_store_brand_remember(hs_store_t *s, const char *name, int64_t id);
+
+/* The brand's VM on this worker, created on first use. NULL when out of memory (err says). */
+hs_vm_t *hs_store_vm(hs_store_t *s, int64_t brand_id, hs_err_t *err);
+
+/* The process version loaded in the brand's VM, from the cache or by compiling source (when
+ * source is not NULL). NULL with err on failure, or when not cached and source is NULL. */
+hs_process_t *hs_store_process(hs_store_t *s, int64_t brand_id, const char *name,
+                               const char *version, const char *source, size_t source_len,
+                               hs_err_t *err);
+
+/* A live session by id, marked most recently used; NULL when not in memory. */
+hs_live_t *hs_store_live_get(hs_store_t *s, const char *id);
+/* Takes ownership of a new live session; evicts the least recently used idle ones past the
+ * budget. Returns HS_OK or HS_ENOMEM (live freed). If the id is live already, the new one is
+ * freed and *live is replaced by the existing one. */
+int hs_store_live_add(hs_store_t *s, hs_live_t **live);
+/* Forgets a live session (its commit failed, or it turned out stale); waiters are run with NULL
+ * so they reload, watchers stay attached to nothing and are told with NULL too. */
+void hs_store_live_drop(hs_store_t *s, hs_live_t *live);
+/* After a commit: clears busy and runs the waiters, in order, until one makes it busy again. */
+void hs_store_live_release(hs_store_t *s, hs_live_t *live);
+/* Queues w behind a busy session, or runs it at once when the session is free. */
+void hs_store_live_wait(hs_store_t *s, hs_live_t *live, hs_waiter_t *w);
+void hs_store_live_unwait(hs_live_t *live, hs_waiter_t *w);
+void hs_store_live_watch(hs_live_t *live, hs_watcher_t *w);
+void hs_store_live_unwatch(hs_live_t *live, hs_watcher_t *w);
+/* Tells every watcher of the session that it moved. */
+void hs_store_live_changed(hs_live_t *live);
+size_t hs_store_live_count(const hs_store_t *s);
+
+/* Loading a session that is not in memory: reads its row and completions and replays them.
+ * cb gets HS_OK with the live session (now in the cache), HS_ENOTFOUND (no such session of
+ * this brand), HS_EUNAVAIL (database), or HS_ECONFLICT/HS_ESCRIPT (replay failed: err says). */
+typedef struct hs_load hs_load_t;
+typedef void (*hs_load_cb)(void *ctx, int status, hs_live_t *live, const hs_err_t *err);
+int hs_store_load(hs_store_t *s, int64_t brand_id, const char *id, hs_load_cb cb, void *ctx,
+                  hs_load_t **out);
+/* The caller is gone: cb will not be called. */
+void hs_load_cancel(hs_load_t *l);
+
+/* Writes bytes as base64 text into a new JSON string (for the committer's rows). */
+json_t *hs_json_b64(const void *p, size_t n);
+/* msgpack-encodes v and returns it as a base64 JSON string; NULL on OOM. */
+json_t *hs_json_msgpack_b64(const hs_value_t *v);
+
+#endif
