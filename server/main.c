@@ -3,8 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli/migrate.h"
-#include "cli/serve.h"
+#include "cli/commands.h"
 
 typedef struct command {
   const char *name;
@@ -16,6 +15,9 @@ typedef struct command {
 static const command_t k_commands[] = {
     {"serve", "serve the HTTP/2 API", hs_cmd_serve_main, hs_cmd_serve_help},
     {"migrate", "apply the database schema migrations", hs_cmd_migrate_main, hs_cmd_migrate_help},
+    {"check", "check process scripts without running them", hs_cmd_check_main, hs_cmd_check_help},
+    {"test", "run the test scenarios of process scripts, offline", hs_cmd_test_main,
+     hs_cmd_test_help},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
 

@@ -16,4 +16,12 @@ void hs_cmd_check_help(FILE *out);
 int hs_cmd_test_main(int argc, char **argv);
 void hs_cmd_test_help(FILE *out);
 
+/* handsel serve: runs the HTTP/2 server until SIGTERM or SIGINT (serve.c). */
+int hs_cmd_serve_main(int argc, char **argv);
+void hs_cmd_serve_help(FILE *out);
+
+/* handsel migrate: applies the embedded schema migrations (migrate.c). */
+int hs_cmd_migrate_main(int argc, char **argv);
+void hs_cmd_migrate_help(FILE *out);
+
 #endif

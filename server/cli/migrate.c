@@ -1,4 +1,4 @@
-#include "cli/migrate.h"
+#include "cli/commands.h"
 
 #include <stdlib.h>
 #include <string.h>

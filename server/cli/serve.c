@@ -1,4 +1,4 @@
-#include "cli/serve.h"
+#include "cli/commands.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +33,7 @@ void hs_cmd_serve_help(FILE *out) {
         "  HANDSEL_LOG_LEVEL (info: debug, info, warn, error)\n"
         "  HANDSEL_DB_POOL (2) database connections per worker\n"
         "  HANDSEL_SESSION_CACHE (100000) live sessions per worker before the oldest are evicted\n"
+        "  HANDSEL_SESSION_MEMORY (536870912) bytes of Lua state per worker before evicting\n"
         "  HANDSEL_MAX_BLOB (16777216) bytes of one evidence upload\n"
         "  HANDSEL_DEBUG_ROUTES=1 enables /debug/echo and /debug/stream (tests only)\n"
         "  HANDSEL_DEV_AUTH=1 takes brand, role and subject from x-handsel-dev-* headers\n"

@@ -114,8 +114,8 @@ static hs_value_t *to_value(lua_State *L, int idx, hs_arena_t *a, char *path, si
                             char *why, size_t whylen, int depth) {
   idx = lua_absindex(L, idx);
   if (depth > MAX_DEPTH) {
-    snprintf(why, whylen, "%s is nested more than %d levels deep (or refers to itself)", path,
-             MAX_DEPTH);
+    snprintf(why, whylen, "a value refers to itself or is nested more than %d levels deep (at %.80s)",
+             MAX_DEPTH, path);
     return NULL;
   }
   luaL_checkstack(L, 4, "value too deep");

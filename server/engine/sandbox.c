@@ -261,9 +261,26 @@ static int sb_pcall(lua_State *L) {
   return finish_pcall(L, status, 0);
 }
 
+/* The script's message handler runs through this wrapper. Lua calls a message handler from
+ * inside lua_error, and when the error was raised by the count hook, hooks are still off at
+ * that moment: a handler that loops would never be stopped. Once the call is killed the
+ * handler is therefore skipped and the message passes through unchanged. */
+static int xpcall_handler(lua_State *L) {
+  if (hs__vm_of(L)->killed != HS_KILL_NONE) {
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
 static int sb_xpcall(lua_State *L) {
   int n = lua_gettop(L);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, xpcall_handler, 1);
+  lua_replace(L, 2);
   lua_pushboolean(L, 1);
   lua_pushvalue(L, 1);
   lua_rotate(L, 3, 2);
@@ -386,6 +403,15 @@ static int sb_readonly(lua_State *L) {
                       lua_tostring(L, 2));
   }
   return luaL_error(L, "cannot change a library or the global environment");
+}
+
+static int sb_lib_readonly(lua_State *L) {
+  const char *lib = lua_tostring(L, lua_upvalueindex(1));
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    return luaL_error(L, "cannot change a library: %s.%s is shared by every visit", lib,
+                      lua_tostring(L, 2));
+  }
+  return luaL_error(L, "cannot change a library: %s is shared by every visit", lib);
 }
 
 static int sb_unknown_global(lua_State *L) {
@@ -524,7 +550,7 @@ static int charged_call(lua_State *L) {
       bool plain = strcmp(name, "string.find") == 0 && lua_toboolean(L, 4);
       uint64_t cost = plain ? mul_sat(n + 1, plen / 16 + 1)
                             : pattern_cost(p, plen, n, strcmp(name, "string.gmatch") != 0);
-      units += cost;
+      units = cost > UINT64_MAX - units ? UINT64_MAX : units + cost;
       break;
     }
     case CH_REP: {
@@ -540,10 +566,13 @@ static int charged_call(lua_State *L) {
         }
         uint64_t total = mul_sat((uint64_t)times, l + lsep);
         if (total > REP_MAX) {
-          return luaL_error(L,
-                            "string.rep would build a string of %" PRIu64
-                            " bytes; the limit in a process is %d bytes",
-                            total, (int)REP_MAX);
+          /* lua_pushfstring knows no 64-bit unsigned format: a saturated total prints as
+           * the largest integer, which is still the truth for the author ("too big"). */
+          return luaL_error(L, "string.rep would build a string of %I bytes; the limit in a "
+                               "process is %d bytes",
+                            (lua_Integer)(total > (uint64_t)LUA_MAXINTEGER ? LUA_MAXINTEGER
+                                                                           : (lua_Integer)total),
+                            (int)REP_MAX);
         }
         units += total / 16;
       }
@@ -553,8 +582,8 @@ static int charged_call(lua_State *L) {
       luaL_checktype(L, 1, LUA_TTABLE);
       lua_Integer len = luaL_len(L, 1); /* honours __len: that is what the library will use */
       if (len > TABLE_OP_MAX) {
-        return luaL_error(L, "%s: the list has %lld elements; at most %d are allowed", name,
-                          (long long)len, (int)TABLE_OP_MAX);
+        return luaL_error(L, "%s: the list has %I elements; at most %d are allowed", name, len,
+                          (int)TABLE_OP_MAX);
       }
       uint64_t ulen = len > 0 ? (uint64_t)len : 0;
       units += strcmp(name, "table.sort") == 0 ? ulen * 24 : ulen;
@@ -601,14 +630,15 @@ static void copy_fields(lua_State *L, int src, const char *const *names) {
   }
 }
 
-/* Pushes a read-only proxy of the table at idx and records it in the frozen set. */
-static void push_readonly(lua_State *L, int idx) {
+/* Pushes a read-only proxy of the library table at idx and records it in the frozen set. */
+static void push_readonly(lua_State *L, int idx, const char *name) {
   idx = lua_absindex(L, idx);
   lua_newtable(L);
   lua_newtable(L);
   lua_pushvalue(L, idx);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, sb_readonly);
+  lua_pushstring(L, name);
+  lua_pushcclosure(L, sb_lib_readonly, 1);
   lua_setfield(L, -2, "__newindex");
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
@@ -730,13 +760,13 @@ static int build_sandbox(lua_State *L) {
                                  {"process", hs__process_fn},
                                  {NULL, NULL}};
   luaL_setfuncs(L, own, 0);
-  push_readonly(L, gstr);
+  push_readonly(L, gstr, "string");
   lua_setfield(L, env, "string");
-  push_readonly(L, gtab);
+  push_readonly(L, gtab, "table");
   lua_setfield(L, env, "table");
-  push_readonly(L, gmath);
+  push_readonly(L, gmath, "math");
   lua_setfield(L, env, "math");
-  push_readonly(L, gutf);
+  push_readonly(L, gutf, "utf8");
   lua_setfield(L, env, "utf8");
 
   /* field.text{…}, field.integer{…}, …: one closure per type. */
@@ -750,7 +780,7 @@ static int build_sandbox(lua_State *L) {
     lua_setfield(L, -2, *t);
   }
   int fields = lua_gettop(L);
-  push_readonly(L, fields);
+  push_readonly(L, fields, "field");
   lua_setfield(L, env, "field");
   lua_settop(L, env);
 

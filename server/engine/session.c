@@ -665,6 +665,13 @@ static void resume(lua_State *L, call_ctx_t *c, int nargs) {
   lua_setiuservalue(L, -2, 1);
   lua_pop(L, 1);
   s->co = NULL;
+  if (c->rc != HS_OK && vm->mem_used > vm->lim.mem_cap / 2) {
+    /* A failed script may leave most of the brand's memory as garbage (a memory bomb). In
+     * generational mode that garbage is old and would wait for the next major collection,
+     * so the brand's other sessions would run short: collect it now. No script has a
+     * finalizer, so this runs no script code. */
+    lua_gc(L, LUA_GCCOLLECT);
+  }
 }
 
 static int start_protected(lua_State *L) {

@@ -97,6 +97,7 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   cfg->max_conns = 10000;
   cfg->db_pool_size = 2;
   cfg->session_cache = 100000;
+  cfg->session_memory = 512u * 1024 * 1024;
   cfg->max_blob = 16 * 1024 * 1024;
 
   const char *listen = getenv("HANDSEL_LISTEN");
@@ -137,6 +138,7 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   ENV_NUM("HANDSEL_MAX_CONNS", max_conns, 1, 1000000);
   ENV_NUM("HANDSEL_DB_POOL", db_pool_size, 1, 64);
   ENV_NUM("HANDSEL_SESSION_CACHE", session_cache, 1, 100000000);
+  ENV_NUM("HANDSEL_SESSION_MEMORY", session_memory, 1024 * 1024, 1ull << 40);
   ENV_NUM("HANDSEL_MAX_BLOB", max_blob, 1024, 1024ull * 1024 * 1024);
   return HS_OK;
 }

@@ -37,6 +37,7 @@ typedef struct hs_config {
   /* Sessions and the database. */
   uint32_t db_pool_size;  /* PostgreSQL connections per worker */
   uint32_t session_cache; /* live sessions a worker keeps in memory before evicting */
+  size_t session_memory;  /* bytes the brands' Lua states of a worker may hold before evicting */
   size_t max_blob;        /* bytes of one evidence upload */
   bool dev_auth; /* development only: brand, role and subject from x-handsel-dev-* headers */
 } hs_config_t;

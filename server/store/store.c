@@ -352,12 +352,29 @@ size_t hs_store_live_count(const hs_store_t *s) {
   return s->lives.len;
 }
 
+static size_t vm_memory(hs_store_t *s) {
+  size_t total = 0, it = 0;
+  const char *k;
+  void *v;
+  while (hs_strmap_next(&s->vms, &it, &k, &v)) {
+    total += hs_vm_memory(v);
+  }
+  return total;
+}
+
 static void evict(hs_store_t *s) {
-  /* Oldest first; a session that is busy, awaited or watched stays. */
+  /* Oldest first; a session that is busy, awaited or watched stays. Over the memory budget,
+   * at most a batch goes per call: a freed session's memory returns only as the Lua collector
+   * gets to it, so the measure lags and must not empty the cache in one go. */
+  enum { MEMORY_BATCH = 64 };
+  unsigned memory_evictions = vm_memory(s) > s->cfg->session_memory ? MEMORY_BATCH : 0;
   hs_live_t *l = s->lru_tail;
-  while (l != NULL && s->lives.len > s->cfg->session_cache) {
+  while (l != NULL && (s->lives.len > s->cfg->session_cache || memory_evictions > 0)) {
     hs_live_t *prev = l->lru_prev;
     if (!l->busy && l->waiters == NULL && l->watchers == NULL) {
+      if (s->lives.len <= s->cfg->session_cache) {
+        memory_evictions--;
+      }
       lru_unlink(s, l);
       hs_strmap_del(&s->lives, l->id);
       live_free(l);

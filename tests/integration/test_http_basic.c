@@ -594,7 +594,7 @@ static void test_readyz_with_database(void **state) {
     skip(); /* scripts/test sets HANDSEL_DB to its private, migrated PostgreSQL */
   }
   hs_test_server_t *s = *state;
-  char env_db[1024];
+  char env_db[1100];
   snprintf(env_db, sizeof env_db, "HANDSEL_DB=%s", db);
   hs_test_server_must_start(s, (const char *const[]){"HANDSEL_WORKERS=1", env_db, NULL}, false);
   /* The readiness probe runs in the background: give its first check a few seconds. */

@@ -1,6 +1,6 @@
 -- Unbounded Lua recursion.
 -- phase: start
--- expect: stack overflow
+-- expect: stack overflow|out of memory
 return process {
   name = "deep-recursion", title = "Hostile: deep_recursion",
   run = function(visit)

@@ -8,6 +8,7 @@
  * hostile file that session must still complete a step and compute the right answer, so a
  * failure is shown to stay inside its own session. */
 #include <dirent.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -130,7 +131,16 @@ static void expect_error(int rc, const hs_err_t *err, const char *expect, const 
   if (rc == HS_OK) {
     fail_msg("%s: expected an error containing \"%s\", but it succeeded", path, expect);
   }
-  if (strstr(err->msg, expect) == NULL) {
+  /* expect may list alternatives separated by |, where the limit hit first depends on the
+   * build (a deep recursion runs out of memory before Lua's stack limit under a small cap). */
+  bool found = false;
+  char alts[256];
+  snprintf(alts, sizeof alts, "%s", expect);
+  for (char *save = NULL, *alt = strtok_r(alts, "|", &save); alt != NULL && !found;
+       alt = strtok_r(NULL, "|", &save)) {
+    found = strstr(err->msg, alt) != NULL;
+  }
+  if (!found && expect[0] != '\0') {
     fail_msg("%s: expected an error containing \"%s\", got: %s", path, expect, err->msg);
   }
   /* Every error must be a sentence a person can read, not an empty or internal code. */
