@@ -9,6 +9,7 @@
 #include "http/config.h"
 #include "http/server.h"
 #include "http/worker.h"
+#include "store/seed.h"
 #include "store/store.h"
 
 void hs_cmd_serve_help(FILE *out) {
@@ -36,6 +37,8 @@ void hs_cmd_serve_help(FILE *out) {
         "  HANDSEL_SESSION_MEMORY (536870912) bytes of Lua state per worker before evicting\n"
         "  HANDSEL_MAX_BLOB (16777216) bytes of one evidence upload\n"
         "  HANDSEL_DEBUG_ROUTES=1 enables /debug/echo and /debug/stream (tests only)\n"
+        "  HANDSEL_PROCESSES=DIR deploys and activates every DIR/*.lua at start, for the brand\n"
+        "    HANDSEL_PROCESSES_BRAND (default demo)\n"
         "  HANDSEL_DEV_AUTH=1 takes brand, role and subject from x-handsel-dev-* headers\n"
         "    (development only; never expose such a server)\n",
         out);
@@ -118,6 +121,19 @@ int hs_cmd_serve_main(int argc, char **argv) {
     } else {
       fprintf(stderr, "handsel serve: unknown argument '%s' (see handsel serve --help)\n", a);
       return 2;
+    }
+  }
+  const char *dir = getenv("HANDSEL_PROCESSES");
+  if (dir != NULL && *dir != '\0') {
+    const char *brand = getenv("HANDSEL_PROCESSES_BRAND");
+    if (cfg.db_conninfo[0] == '\0') {
+      fprintf(stderr, "handsel serve: HANDSEL_PROCESSES needs a database: set HANDSEL_DB\n");
+      return 2;
+    }
+    if (hs_seed_processes(cfg.db_conninfo, dir, brand != NULL && *brand ? brand : "demo", stderr,
+                          &err) != HS_OK) {
+      fprintf(stderr, "handsel serve: %s\n", err.msg);
+      return 1;
     }
   }
   serve_ctx_t ctx = {.cfg = &cfg};

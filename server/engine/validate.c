@@ -527,17 +527,20 @@ static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const 
         fail(c, name, "%s must be a date written like 2024-05-31", label);
         return false;
       }
-      if (has_min && (lua_Number)day < min) {
-        lua_getfield(L, spec, "min");
-        fail(c, name, "%s must be on or after %s", label, lua_tostring(L, -1));
+      /* Date bounds are kept as the author wrote them ("2024-01-01"). */
+      static const char *const bounds[] = {"min", "max"};
+      for (int i = 0; i < 2; i++) {
+        size_t blen;
+        const char *bound = lua_getfield(L, spec, bounds[i]) == LUA_TSTRING
+                            ? lua_tolstring(L, -1, &blen)
+                            : NULL;
+        long bday = bound != NULL ? parse_date(bound, blen) : -1;
+        if (bday >= 0 && (i == 0 ? day < bday : day > bday)) {
+          fail(c, name, "%s must be on or %s %s", label, i == 0 ? "after" : "before", bound);
+          lua_pop(L, 1);
+          return false;
+        }
         lua_pop(L, 1);
-        return false;
-      }
-      if (has_max && (lua_Number)day > max) {
-        lua_getfield(L, spec, "max");
-        fail(c, name, "%s must be on or before %s", label, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return false;
       }
       lua_pushlstring(L, v->as.str.ptr, v->as.str.len);
       return true;

@@ -1,0 +1,175 @@
+/* Group commit against a real PostgreSQL (HANDSEL_DB, migrated): writes that arrive while a
+ * transaction is in flight share the next one; every callback runs after its commit; a write
+ * whose key exists is reported as not inserted without failing the others in its batch. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/ids.h"
+#include "db/pool.h"
+#include "store/commit.h"
+
+typedef struct fixture {
+  uv_loop_t loop;
+  hs_db_pool_t *pool;
+  hs_committer_t *c;
+  long long brand_id;
+  int done;
+  int ok;
+  int inserted;
+} fixture_t;
+
+typedef struct sql_result {
+  int status; /* 1 while running */
+  char value[64];
+} sql_result_t;
+
+static void on_write(void *ctx, int status, bool inserted) {
+  fixture_t *f = ctx;
+  f->done++;
+  f->ok += status == HS_OK;
+  f->inserted += inserted;
+}
+
+static void on_sql(void *ctx, const hs_db_result_t *res) {
+  sql_result_t *r = ctx;
+  r->status = res->status;
+  PGresult *pr = res->results[0];
+  if (res->status == HS_OK && pr != NULL && PQntuples(pr) > 0) {
+    snprintf(r->value, sizeof r->value, "%s", PQgetvalue(pr, 0, 0));
+  }
+}
+
+/* Runs one statement to completion; returns the first column of its first row. */
+static const char *run_sql(fixture_t *f, const char *sql, sql_result_t *r) {
+  memset(r, 0, sizeof *r);
+  r->status = 1;
+  hs_db_stmt_t s = {.sql = sql};
+  assert_int_equal(hs_db_exec(f->pool, &s, 1, on_sql, r, NULL), HS_OK);
+  while (r->status == 1) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  assert_int_equal(r->status, HS_OK);
+  return r->value;
+}
+
+static int setup(void **state) {
+  const char *db = getenv("HANDSEL_DB");
+  if (db == NULL || *db == '\0') {
+    fprintf(stderr, "HANDSEL_DB is not set: scripts/test starts a PostgreSQL and sets it\n");
+    return -1;
+  }
+  fixture_t *f = calloc(1, sizeof *f);
+  uv_loop_init(&f->loop);
+  hs_err_t err;
+  assert_int_equal(hs_db_pool_new(&f->loop, db, 1, &f->pool, &err), HS_OK);
+  for (int i = 0; i < 500 && !hs_db_pool_ready(f->pool); i++) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  assert_true(hs_db_pool_ready(f->pool));
+  assert_int_equal(hs_committer_new(&f->loop, f->pool, &f->c), HS_OK);
+  sql_result_t r;
+  run_sql(f, "INSERT INTO brands (name) VALUES ('commit-test') ON CONFLICT DO NOTHING", &r);
+  f->brand_id = atoll(run_sql(f, "SELECT id FROM brands WHERE name = 'commit-test'", &r));
+  run_sql(f,
+          "INSERT INTO process_versions (brand_id, name, version, source) SELECT id, 'p', "
+          "repeat('a', 64), '' FROM brands WHERE name = 'commit-test' ON CONFLICT DO NOTHING",
+          &r);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture_t *f = *state;
+  hs_committer_close(f->c);
+  hs_db_pool_close(f->pool);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  free(f);
+  return 0;
+}
+
+/* A session row as the sessions API writes it (payloads are tiny msgpack, base64). */
+static json_t *session_row(fixture_t *f, const char *id, const char *ref) {
+  return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s?, s:s, s:s, s:i, s:s}", "id", id, "brand_id",
+                   (json_int_t)f->brand_id, "process", "p", "version",
+                   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                   "contractor_id", "sam", "ref", ref, "customer", "gA==", "contractor", "gA==",
+                   "seed", 1, "events", "kA==");
+}
+
+static void test_writes_during_a_commit_share_the_next(void **state) {
+  fixture_t *f = *state;
+  char ids[51][37];
+  for (int i = 0; i < 51; i++) {
+    assert_int_equal(hs_uuid_v4(ids[i]), HS_OK);
+  }
+  hs_commit_stats_t before, after;
+  hs_committer_stats(f->c, &before);
+  f->done = f->ok = f->inserted = 0;
+  /* One write goes out at the end of this loop iteration... */
+  assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, ids[0], NULL),
+                                    on_write, f, NULL),
+                   HS_OK);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(f->done, 0); /* not before its commit */
+  /* ...and fifty more arrive while it is in flight. */
+  for (int i = 1; i < 51; i++) {
+    assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, ids[i], NULL),
+                                      on_write, f, NULL),
+                     HS_OK);
+  }
+  while (f->done < 51) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  hs_committer_stats(f->c, &after);
+  assert_int_equal(f->ok, 51);
+  assert_int_equal(f->inserted, 51);
+  assert_int_equal(after.writes - before.writes, 51);
+  assert_int_equal(after.batches - before.batches, 2);
+  /* Every acknowledged write is really there. */
+  char sql[200];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM sessions WHERE id IN ('%s', '%s')", ids[0],
+           ids[50]);
+  sql_result_t r;
+  assert_string_equal(run_sql(f, sql, &r), "2");
+}
+
+static void test_a_conflict_does_not_fail_its_batch(void **state) {
+  fixture_t *f = *state;
+  char a[37], b[37], c[37];
+  assert_int_equal(hs_uuid_v4(a), HS_OK);
+  assert_int_equal(hs_uuid_v4(b), HS_OK);
+  assert_int_equal(hs_uuid_v4(c), HS_OK);
+  f->done = f->ok = f->inserted = 0;
+  /* b repeats a's ref for the same contractor: the unique ref index skips it. */
+  char ref[48];
+  snprintf(ref, sizeof ref, "ref-%s", a);
+  assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, a, ref), on_write, f,
+                                    NULL),
+                   HS_OK);
+  assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, b, ref), on_write, f,
+                                    NULL),
+                   HS_OK);
+  assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, c, NULL), on_write, f,
+                                    NULL),
+                   HS_OK);
+  while (f->done < 3) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  assert_int_equal(f->ok, 3);
+  assert_int_equal(f->inserted, 2);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_writes_during_a_commit_share_the_next),
+      cmocka_unit_test(test_a_conflict_does_not_fail_its_batch),
+  };
+  return cmocka_run_group_tests_name("store/commit", tests, setup, teardown);
+}
