@@ -30,20 +30,6 @@ static int parse_role(const char *s, hs_role_t *out) {
   return HS_EINVAL;
 }
 
-static bool valid_name(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9'))) {
-    return false;
-  }
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-      return false;
-    }
-  }
-  return true;
-}
-
 typedef struct auth_op {
   hs_req_t *req; /* NULL once the stream is gone */
   hs_auth_cb cb;
@@ -94,7 +80,7 @@ void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
   const char *subject = hs_req_header(req, "x-handsel-dev-subject");
   hs_principal_t who;
   memset(&who, 0, sizeof who);
-  if (brand == NULL || role == NULL || subject == NULL || !valid_name(brand) ||
+  if (brand == NULL || role == NULL || subject == NULL || !hs_api_valid_name(brand) ||
       parse_role(role, &who.role) != HS_OK || subject[0] == '\0' || strlen(subject) > 128) {
     hs_req_respond_error(req, 401, "unauthorized",
                          "Send x-handsel-dev-brand (a name like acme-solar), x-handsel-dev-role "

@@ -1,5 +1,7 @@
 #include "api/common.h"
 
+#include <string.h>
+
 void hs_api_unavailable(hs_req_t *req, const char *detail) {
   static const char *const retry[] = {"retry-after", "1"};
   hs_req_respond_error_h(req, 503, retry, 1, "unavailable",
@@ -35,4 +37,17 @@ void hs_api_fail(hs_req_t *req, int status, const char *message) {
       hs_req_respond_error(req, 500, "internal", "%s", message);
       return;
   }
+}
+
+bool hs_api_valid_name(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9'))) {
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-')) {
+      return false;
+    }
+  }
+  return true;
 }

@@ -2,6 +2,8 @@
 #ifndef HS_API_COMMON_H
 #define HS_API_COMMON_H
 
+#include <stdbool.h>
+
 #include "http/request.h"
 
 /* 503 with Retry-After: the database (or memory) is short; the client retries. */
@@ -9,5 +11,8 @@ void hs_api_unavailable(hs_req_t *req, const char *detail);
 
 /* Answers for an hs_status_t returned by the store or the engine, with message as the text. */
 void hs_api_fail(hs_req_t *req, int status, const char *message);
+
+/* True for a brand or process name: [a-z0-9][a-z0-9-]{0,63}. */
+bool hs_api_valid_name(const char *s);
 
 #endif

@@ -62,19 +62,6 @@ static int pop_exec(pop_t *op, const hs_db_stmt_t *stmts, size_t n, hs_db_done_c
   return rc;
 }
 
-static bool valid_name(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9'))) {
-    return false;
-  }
-  for (size_t i = 0; i < n; i++) {
-    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-')) {
-      return false;
-    }
-  }
-  return true;
-}
-
 /* ------------------------------------------------------------ PUT /v1/processes/{name} */
 
 static void on_put_done(void *ctx, const hs_db_result_t *res) {
@@ -126,7 +113,7 @@ static hs_value_t *error_fields(hs_arena_t *a, const char *msg) {
 
 static void put_authorized(hs_req_t *req, const hs_principal_t *who) {
   const char *name = hs_route_param(&req->match, "name");
-  if (name == NULL || !valid_name(name)) {
+  if (name == NULL || !hs_api_valid_name(name)) {
     hs_req_respond_error(req, 400, "malformed",
                          "A process name is lower-case letters, digits and dashes, at most 64, "
                          "starting with a letter or digit");

@@ -253,7 +253,8 @@ static void get_with_live(sop_t *op, hs_live_t *live) {
   respond_session(op, live, 200);
 }
 
-static void get_authorized(hs_req_t *req, const hs_principal_t *who) {
+/* The start of every handler that addresses one session by the {id} in its path. */
+static void on_session(hs_req_t *req, const hs_principal_t *who, sop_fn fn) {
   sop_t *op = sop_new(req, who);
   if (op == NULL) {
     return;
@@ -262,7 +263,11 @@ static void get_authorized(hs_req_t *req, const hs_principal_t *who) {
     sop_done(op);
     return;
   }
-  with_live(op, get_with_live);
+  with_live(op, fn);
+}
+
+static void get_authorized(hs_req_t *req, const hs_principal_t *who) {
+  on_session(req, who, get_with_live);
 }
 
 void hs_api_session_get(hs_req_t *req) {
@@ -270,19 +275,6 @@ void hs_api_session_get(hs_req_t *req) {
 }
 
 /* ------------------------------------------------------------ POST /v1/sessions */
-
-static bool valid_process_name(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9'))) {
-    return false;
-  }
-  for (size_t i = 0; i < n; i++) {
-    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-')) {
-      return false;
-    }
-  }
-  return true;
-}
 
 static void start_lookup_ref(sop_t *op);
 
@@ -490,7 +482,7 @@ static void start_authorized(hs_req_t *req, const hs_principal_t *who) {
   const hs_value_t *process = hs_map_get(body, "process");
   const hs_value_t *customer = hs_map_get(body, "customer");
   const hs_value_t *ref = hs_map_get(body, "ref");
-  if (process == NULL || process->type != HS_V_STR || !valid_process_name(process->as.str.ptr)) {
+  if (process == NULL || process->type != HS_V_STR || !hs_api_valid_name(process->as.str.ptr)) {
     hs_req_respond_error(req, 400, "malformed",
                          "\"process\" must be a process name: lower-case letters, digits and "
                          "dashes, at most 64");
@@ -1094,15 +1086,7 @@ static void stream_with_live(sop_t *op, hs_live_t *live) {
 }
 
 static void stream_authorized(hs_req_t *req, const hs_principal_t *who) {
-  sop_t *op = sop_new(req, who);
-  if (op == NULL) {
-    return;
-  }
-  if (!take_session_id(req, op)) {
-    sop_done(op);
-    return;
-  }
-  with_live(op, stream_with_live);
+  on_session(req, who, stream_with_live);
 }
 
 void hs_api_session_stream(hs_req_t *req) {
