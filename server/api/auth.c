@@ -10,10 +10,14 @@
 
 const char *hs_role_name(hs_role_t role) {
   switch (role) {
-    case HS_ROLE_ADMIN: return "admin";
-    case HS_ROLE_AUTHOR: return "author";
-    case HS_ROLE_CONTRACTOR: return "contractor";
-    case HS_ROLE_COMPLIANCE: return "compliance";
+    case HS_ROLE_ADMIN:
+      return "admin";
+    case HS_ROLE_AUTHOR:
+      return "author";
+    case HS_ROLE_CONTRACTOR:
+      return "contractor";
+    case HS_ROLE_COMPLIANCE:
+      return "compliance";
   }
   return "?";
 }
@@ -89,10 +93,9 @@ void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
     return;
   }
   if ((who.role & roles) == 0) {
-    hs_req_respond_error(req, 403, "forbidden", "The %s role may not use %s %s",
-                         hs_role_name(who.role), req->method, req->match.route >= 0
-                                                                  ? req->worker->routes[req->match.route].pattern
-                                                                  : req->path);
+    hs_req_respond_error(
+        req, 403, "forbidden", "The %s role may not use %s %s", hs_role_name(who.role), req->method,
+        req->match.route >= 0 ? req->worker->routes[req->match.route].pattern : req->path);
     return;
   }
   snprintf(who.brand, sizeof who.brand, "%s", brand);

@@ -59,7 +59,8 @@ static void on_stored(void *ctx, const hs_db_result_t *res) {
   snprintf(name, sizeof name, "sha256:%s", hash);
   hs_arena_t *a = &req->arena;
   hs_value_t *v = hs_value_new_map(a, 2);
-  if (v == NULL || hs_map_add_str(a, v, "blob", name) || hs_map_add_int(a, v, "size", (int64_t)size)) {
+  if (v == NULL || hs_map_add_str(a, v, "blob", name) ||
+      hs_map_add_int(a, v, "size", (int64_t)size)) {
     hs_api_unavailable(req, "out of memory");
     return;
   }

@@ -307,16 +307,15 @@ static void list_authorized(hs_req_t *req, const hs_principal_t *who) {
   char brand[24];
   snprintf(brand, sizeof brand, "%" PRId64, who->brand_id);
   const char *params[] = {brand};
-  hs_db_stmt_t s = {
-      .name = "hs_process_list",
-      .sql = "SELECT p.name, av.title, p.active_version,"
-             " (SELECT count(*) FROM process_versions v WHERE v.brand_id = p.brand_id"
-             " AND v.name = p.name)"
-             " FROM processes p JOIN process_versions av ON av.brand_id = p.brand_id"
-             " AND av.name = p.name AND av.version = p.active_version"
-             " WHERE p.brand_id = $1 ORDER BY p.name",
-      .n_params = 1,
-      .values = params};
+  hs_db_stmt_t s = {.name = "hs_process_list",
+                    .sql = "SELECT p.name, av.title, p.active_version,"
+                           " (SELECT count(*) FROM process_versions v WHERE v.brand_id = p.brand_id"
+                           " AND v.name = p.name)"
+                           " FROM processes p JOIN process_versions av ON av.brand_id = p.brand_id"
+                           " AND av.name = p.name AND av.version = p.active_version"
+                           " WHERE p.brand_id = $1 ORDER BY p.name",
+                    .n_params = 1,
+                    .values = params};
   pop_exec(op, &s, 1, on_list);
 }
 

@@ -33,9 +33,9 @@ struct sop {
   const hs_value_t *data; /* completion data, in the request's arena */
   char at[40];            /* device time as sent (RFC 3339), "" when absent */
   int64_t at_ms;
-  hs_load_t *load;   /* a session load in flight */
-  hs_db_job_t *job;  /* a read in flight */
-  bool writing;      /* a commit in flight: never cancelled */
+  hs_load_t *load;  /* a session load in flight */
+  hs_db_job_t *job; /* a read in flight */
+  bool writing;     /* a commit in flight: never cancelled */
   hs_waiter_t waiter;
   hs_live_t *waiting_on; /* the live session whose queue holds waiter */
   hs_watcher_t watcher;
@@ -48,7 +48,7 @@ struct sop {
   char ref[MAX_REF + 1];
   /* Completion. */
   hs_live_t *live;
-  bool holding; /* op holds live->busy while it checks the evidence blobs */
+  bool holding;        /* op holds live->busy while it checks the evidence blobs */
   hs_value_t *missing; /* evidence fields whose blob is not stored: name -> message */
 };
 
@@ -311,8 +311,8 @@ static void start_new(sop_t *op, const char *version, const char *source, size_t
   hs_req_t *req = op->req;
   hs_err_t err;
   hs_err_clear(&err);
-  hs_process_t *p = hs_store_process(op->store, op->who.brand_id, op->process, version, source,
-                                     source_len, &err);
+  hs_process_t *p =
+      hs_store_process(op->store, op->who.brand_id, op->process, version, source, source_len, &err);
   if (p == NULL) {
     hs_log(HS_LOG_ERROR, "process_load_failed", "{s:s, s:s}", "process", op->process, "error",
            err.msg);
@@ -369,20 +369,19 @@ static void start_new(sop_t *op, const char *version, const char *source, size_t
   live->started_ms = now;
   live->proc = p;
 
-  json_t *row = json_pack("{s:s, s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o}", "id", op->id,
-                          "brand_id", (json_int_t)op->who.brand_id, "process", op->process,
-                          "version", version, "contractor_id", op->who.subject, "ref",
-                          op->ref[0] != '\0' ? json_string(op->ref) : json_null(), "customer",
-                          hs_json_msgpack_b64(customer), "contractor",
-                          hs_json_msgpack_b64(contractor), "seed", (json_int_t)seed, "events",
-                          hs_json_msgpack_b64(res.events));
+  json_t *row = json_pack(
+      "{s:s, s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o}", "id", op->id, "brand_id",
+      (json_int_t)op->who.brand_id, "process", op->process, "version", version, "contractor_id",
+      op->who.subject, "ref", op->ref[0] != '\0' ? json_string(op->ref) : json_null(), "customer",
+      hs_json_msgpack_b64(customer), "contractor", hs_json_msgpack_b64(contractor), "seed",
+      (json_int_t)seed, "events", hs_json_msgpack_b64(res.events));
   if (row == NULL) {
     hs_api_unavailable(req, "out of memory");
     sop_done(op);
     return;
   }
-  rc = hs_commit_submit(hs_store_committer(op->store), HS_WRITE_SESSION, row,
-                        on_session_committed, op, NULL);
+  rc = hs_commit_submit(hs_store_committer(op->store), HS_WRITE_SESSION, row, on_session_committed,
+                        op, NULL);
   if (rc != HS_OK) {
     hs_api_unavailable(req, rc == HS_ELIMIT ? "too many writes are waiting" : "not connected");
     sop_done(op);
@@ -441,8 +440,8 @@ static void start_lookup_ref(sop_t *op) {
   char brand[24];
   snprintf(brand, sizeof brand, "%" PRId64, op->who.brand_id);
   const char *params[] = {brand, op->who.subject, op->ref};
-  hs_db_stmt_t s = {.name = "hs_session_by_ref", .sql = k_by_ref_sql, .n_params = 3,
-                    .values = params};
+  hs_db_stmt_t s = {
+      .name = "hs_session_by_ref", .sql = k_by_ref_sql, .n_params = 3, .values = params};
   if (hs_db_exec(hs_store_pool(op->store), &s, 1, on_ref_found, op, &op->job) != HS_OK) {
     hs_api_unavailable(op->req, "the database is unavailable");
     sop_done(op);
@@ -458,8 +457,7 @@ static bool only_members(hs_req_t *req, const hs_value_t *body, const char *cons
       ok = ok || strcmp(*a, key) == 0;
     }
     if (!ok) {
-      hs_req_respond_error(req, 400, "malformed", "Unknown member \"%s\" in the request body",
-                           key);
+      hs_req_respond_error(req, 400, "malformed", "Unknown member \"%s\" in the request body", key);
       return false;
     }
   }
@@ -518,9 +516,8 @@ static void start_authorized(hs_req_t *req, const hs_principal_t *who) {
       {.name = "hs_active_process", .sql = k_active_sql, .n_params = 2, .values = p1},
       {.name = "hs_session_by_ref", .sql = k_by_ref_sql, .n_params = 3, .values = p2},
   };
-  if (customer == NULL ||
-      hs_db_exec(hs_store_pool(op->store), stmts, op->ref[0] != '\0' ? 2 : 1, on_start_read, op,
-                 &op->job) != HS_OK) {
+  if (customer == NULL || hs_db_exec(hs_store_pool(op->store), stmts, op->ref[0] != '\0' ? 2 : 1,
+                                     on_start_read, op, &op->job) != HS_OK) {
     hs_api_unavailable(req, "the database is unavailable");
     sop_done(op);
   }
@@ -659,11 +656,12 @@ static void complete_stored(sop_t *op) {
   char seq[16];
   snprintf(seq, sizeof seq, "%u", op->seq);
   const char *params[] = {op->id, seq};
-  hs_db_stmt_t s = {.name = "hs_stored_completion",
-                    .sql = "SELECT encode(digest, 'hex'), translate(encode(response, 'base64'), E'\\n', '')"
-                           " FROM step_completions WHERE session_id = $1 AND seq = $2",
-                    .n_params = 2,
-                    .values = params};
+  hs_db_stmt_t s = {
+      .name = "hs_stored_completion",
+      .sql = "SELECT encode(digest, 'hex'), translate(encode(response, 'base64'), E'\\n', '')"
+             " FROM step_completions WHERE session_id = $1 AND seq = $2",
+      .n_params = 2,
+      .values = params};
   if (hs_db_exec(hs_store_pool(op->store), &s, 1, on_stored_read, op, &op->job) != HS_OK) {
     hs_api_unavailable(op->req, "the database is unavailable");
     sop_done(op);
@@ -763,8 +761,7 @@ static void complete_with_live(sop_t *op, hs_live_t *live) {
       continue; /* absent or malformed: the engine's own check says so */
     }
     char msg[200];
-    snprintf(msg, sizeof msg,
-             "Upload the %s first: %s has not been uploaded (PUT /v1/blobs/%s)",
+    snprintf(msg, sizeof msg, "Upload the %s first: %s has not been uploaded (PUT /v1/blobs/%s)",
              type->as.str.ptr, v->as.str.ptr, v->as.str.ptr + 7);
     rc = hs_map_add_str(a, missing, name->as.str.ptr, msg);
     if (rc == HS_OK) {
@@ -830,8 +827,8 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     res.errors = op->missing;
     rc = HS_OK;
   } else {
-    rc = hs_session_complete(live->session, op->seq, op->data, hs_time_now_ms(), op->at_ms, a,
-                             &res, &err);
+    rc = hs_session_complete(live->session, op->seq, op->data, hs_time_now_ms(), op->at_ms, a, &res,
+                             &err);
   }
   json_t *row = NULL;
   hs_write_kind_t kind;
@@ -916,10 +913,9 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     sop_done(op);
     return;
   }
-  rc = hs_commit_submit(hs_store_committer(op->store), kind, row,
-                        kind == HS_WRITE_COMPLETION ? on_completion_committed
-                                                    : on_rejection_committed,
-                        op, NULL);
+  rc = hs_commit_submit(
+      hs_store_committer(op->store), kind, row,
+      kind == HS_WRITE_COMPLETION ? on_completion_committed : on_rejection_committed, op, NULL);
   if (rc != HS_OK) {
     if (kind == HS_WRITE_COMPLETION) {
       live->busy = false;
@@ -961,7 +957,8 @@ static void complete_authorized(hs_req_t *req, const hs_principal_t *who) {
   }
   int64_t at_ms = 0;
   if (at != NULL && at->type != HS_V_NIL &&
-      (at->type != HS_V_STR || at->as.str.len >= 40 || hs_time_parse(at->as.str.ptr, &at_ms) != HS_OK)) {
+      (at->type != HS_V_STR || at->as.str.len >= 40 ||
+       hs_time_parse(at->as.str.ptr, &at_ms) != HS_OK)) {
     hs_req_respond_error(req, 400, "malformed",
                          "\"at\" must be an RFC 3339 time such as 2026-05-04T10:15:03Z");
     return;
@@ -1166,8 +1163,8 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
     if (!ok) {
       json_decref(jtags);
       hs_req_respond_error(req, 400, "malformed",
-                           "\"tags\" must be a list of at most %d words of 1 to %d bytes",
-                           MAX_TAGS, MAX_TAG);
+                           "\"tags\" must be a list of at most %d words of 1 to %d bytes", MAX_TAGS,
+                           MAX_TAG);
       return;
     }
   }
@@ -1189,13 +1186,12 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
     sop_done(op);
     return;
   }
-  json_t *row = json_pack("{s:I, s:s, s:o, s:s, s:o, s:o, s:o}", "brand_id",
-                          (json_int_t)who->brand_id, "session_id", op->id, "contractor_id",
-                          who->role == HS_ROLE_CONTRACTOR ? json_string(who->subject) : json_null(),
-                          "source", from->as.str.ptr, "rating",
-                          has_rating ? json_integer(rating->as.i) : json_null(), "comment",
-                          has_comment ? json_string(comment->as.str.ptr) : json_null(), "tags",
-                          jtags);
+  json_t *row = json_pack(
+      "{s:I, s:s, s:o, s:s, s:o, s:o, s:o}", "brand_id", (json_int_t)who->brand_id, "session_id",
+      op->id, "contractor_id",
+      who->role == HS_ROLE_CONTRACTOR ? json_string(who->subject) : json_null(), "source",
+      from->as.str.ptr, "rating", has_rating ? json_integer(rating->as.i) : json_null(), "comment",
+      has_comment ? json_string(comment->as.str.ptr) : json_null(), "tags", jtags);
   int rc = row != NULL ? hs_commit_submit(hs_store_committer(op->store), HS_WRITE_FEEDBACK, row,
                                           on_feedback_committed, op, NULL)
                        : HS_ENOMEM;

@@ -32,6 +32,10 @@ int hs_cmd_test_main(int argc, char **argv) {
   }
   int passed = 0, failed = 0, broken = 0;
   for (int i = first; i < argc; i++) {
+    if (hs_process_file_is_meta(argv[i])) {
+      printf("skip  %s: editor annotations (---@meta), not a process\n", argv[i]);
+      continue;
+    }
     hs_err_t err;
     hs_err_clear(&err);
     hs_vm_t *vm = NULL;

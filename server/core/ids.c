@@ -16,9 +16,8 @@ int hs_uuid_v4(char out[37]) {
   }
   b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
   b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-  snprintf(out, 37,
-           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-           b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+  snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+           b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
            b[15]);
   return HS_OK;
 }
@@ -109,13 +108,12 @@ static int digits(const char **p, int n, int *out) {
 int hs_time_parse(const char *s, int64_t *ms) {
   const char *p = s;
   int y, mo, d, h, mi, se;
-  if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
-      digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' ')) {
+  if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' || digits(&p, 2, &d) ||
+      (*p != 'T' && *p != 't' && *p != ' ')) {
     return HS_EINVAL;
   }
   p++;
-  if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' ||
-      digits(&p, 2, &se)) {
+  if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' || digits(&p, 2, &se)) {
     return HS_EINVAL;
   }
   if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) {

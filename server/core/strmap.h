@@ -14,9 +14,9 @@ typedef struct hs_strmap_slot {
 
 typedef struct hs_strmap {
   hs_strmap_slot_t *slots; /* owned */
-  size_t cap;           /* a power of two, or 0 */
-  size_t len;           /* live entries */
-  size_t used;          /* live + tombstones */
+  size_t cap;              /* a power of two, or 0 */
+  size_t len;              /* live entries */
+  size_t used;             /* live + tombstones */
 } hs_strmap_t;
 
 void hs_strmap_init(hs_strmap_t *m);

@@ -89,6 +89,10 @@ int hs_process_load(hs_vm_t *vm, const char *chunkname, const char *src, size_t 
  * path in messages. HS_EIO when the file cannot be read. */
 int hs_process_load_file(hs_vm_t *vm, const char *path, hs_process_t **out, hs_err_t *err);
 
+/* True when the file at path starts with `---@meta`: a language-server annotation file (such
+ * as processes/handsel.lua), which `handsel check` and `handsel test` skip. */
+bool hs_process_file_is_meta(const char *path);
+
 /* Drops the loader's reference. The process stays usable by sessions still running on it. */
 void hs_process_release(hs_process_t *p);
 
@@ -160,8 +164,8 @@ int hs_session_complete(hs_session_t *s, uint32_t seq, const hs_value_t *data, i
  * current step (res->events is empty). HS_ECONFLICT with a sentence when the script does not
  * follow the record (a different step id, a missing suggestion): the script is not
  * deterministic or the events belong to another version. HS_EINVAL for malformed events. */
-int hs_session_replay(hs_process_t *p, const hs_value_t *events, hs_arena_t *a,
-                      hs_session_t **out, hs_step_result_t *res, hs_err_t *err);
+int hs_session_replay(hs_process_t *p, const hs_value_t *events, hs_arena_t *a, hs_session_t **out,
+                      hs_step_result_t *res, hs_err_t *err);
 
 /* Rebuilds the current step of a waiting session as sent to a device (for GET). */
 int hs_session_step(hs_session_t *s, hs_arena_t *a, hs_value_t **out, hs_err_t *err);

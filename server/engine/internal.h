@@ -14,16 +14,15 @@ enum { HS_HOOK_EVERY = 1000 };
 #define HS_REG_BASE      "hs.base"      /* the read-only environment every process sees */
 #define HS_REG_FROZEN    "hs.frozen"    /* weak set of tables rawset may not touch */
 #define HS_REG_PROCESS   "hs.process"   /* metatable marking a `process {…}` definition */
-#define HS_REG_FIELD     "hs.field"     /* metatable marking a `field.*{…}` spec */
 #define HS_REG_VISIT     "hs.visit"     /* metatable of visit userdata */
 #define HS_REG_STRINGLIB "hs.stringlib" /* the guarded string table (for pattern checks) */
 
 typedef enum hs_kill {
   HS_KILL_NONE = 0,
-  HS_KILL_BUDGET,  /* the instruction budget ran out */
-  HS_KILL_STEPS,   /* the session passed max_steps */
-  HS_KILL_NONDET,  /* replay found a step other than the recorded one */
-  HS_KILL_ENDED,   /* replay: the record says the session ended but the script goes on */
+  HS_KILL_BUDGET, /* the instruction budget ran out */
+  HS_KILL_STEPS,  /* the session passed max_steps */
+  HS_KILL_NONDET, /* replay found a step other than the recorded one */
+  HS_KILL_ENDED,  /* replay: the record says the session ended but the script goes on */
 } hs_kill_t;
 
 struct hs_vm {
@@ -31,28 +30,28 @@ struct hs_vm {
   char brand[64];
   hs_engine_limits_t lim;
   size_t mem_used;
-  bool oom;             /* an allocation was refused since the last metered call began */
-  bool metering;        /* a metered call is running: the hook charges the budget */
-  uint64_t budget;      /* instructions left in the running call */
-  hs_kill_t killed;     /* set once a limit is hit: pcall rethrows, the hook fires each op */
-  char kill_msg[512];   /* the sentence for the author when killed */
+  bool oom;              /* an allocation was refused since the last metered call began */
+  bool metering;         /* a metered call is running: the hook charges the budget */
+  uint64_t budget;       /* instructions left in the running call */
+  hs_kill_t killed;      /* set once a limit is hit: pcall rethrows, the hook fires each op */
+  char kill_msg[512];    /* the sentence for the author when killed */
   hs_session_t *current; /* the session whose code runs now, or NULL */
-  bool in_validate;     /* a step's validate function runs now */
-  uint64_t load_rng;    /* math.random outside any session (top level of a chunk) */
-  FILE *print_out;      /* borrowed; NULL discards */
-  hs_process_t *procs;  /* every loaded process, linked through next */
+  bool in_validate;      /* a step's validate function runs now */
+  uint64_t load_rng;     /* math.random outside any session (top level of a chunk) */
+  FILE *print_out;       /* borrowed; NULL discards */
+  hs_process_t *procs;   /* every loaded process, linked through next */
 };
 
 struct hs_process {
   hs_vm_t *vm;
   hs_process_t *next;
-  int def_ref;   /* registry: the private definition table {name, title, goals, content, run,
-                    tests} */
-  int refs;      /* the loader's reference plus one per live session */
-  bool released; /* the loader let go */
-  int line;      /* the line of `process {` */
-  char *name;    /* owned (malloc) */
-  char *title;   /* owned */
+  int def_ref;     /* registry: the private definition table {name, title, goals, content, run,
+                      tests} */
+  int refs;        /* the loader's reference plus one per live session */
+  bool released;   /* the loader let go */
+  int line;        /* the line of `process {` */
+  char *name;      /* owned (malloc) */
+  char *title;     /* owned */
   char *chunkname; /* owned */
   char version[65];
 };
@@ -66,12 +65,12 @@ struct hs_session {
   lua_State *co; /* the coroutine; anchored by user value 1 */
   int ref;       /* registry reference to the userdata; LUA_NOREF once freed */
   hs_session_state_t state;
-  uint32_t seq;   /* the current (or last) step's seq */
+  uint32_t seq;        /* the current (or last) step's seq */
   const char *step_id; /* the current step's id, anchored by user value 2 */
   int step_line;       /* the line of the visit:step call that made it */
-  uint64_t rng;   /* math.random state */
-  uint64_t pick;  /* visit:suggest's generator: its picks are recorded, never re-derived */
-  int64_t now_ms; /* time of the latest event: visit:now() */
+  uint64_t rng;        /* math.random state */
+  uint64_t pick;       /* visit:suggest's generator: its picks are recorded, never re-derived */
+  int64_t now_ms;      /* time of the latest event: visit:now() */
   /* Set only while a call on this session runs. */
   hs_arena_t *arena;
   hs_value_t *events;
@@ -119,6 +118,9 @@ int hs__validate_fields(lua_State *L, int spec_idx, const hs_value_t *data, hs_a
 /* Checks a field constructor's options; raises a Lua error for the author. Pushes the field
  * spec table. */
 int hs__field_new(lua_State *L);
+/* The type number of a field spec at idx (its hidden metatable says it), or -1 when the
+ * value is not a field made by a constructor. Pushes nothing. */
+int hs__field_type(lua_State *L, int idx);
 /* "Roof age (years)" for a field spec at idx (its label, or its name made readable). */
 const char *hs__field_label(lua_State *L, int idx, char *buf, size_t len);
 

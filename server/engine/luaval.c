@@ -19,13 +19,25 @@ static void push_value(lua_State *L, const hs_value_t *v, int depth) {
     return;
   }
   switch (v->type) {
-    case HS_V_NIL: lua_pushnil(L); break;
-    case HS_V_BOOL: lua_pushboolean(L, v->as.b); break;
-    case HS_V_INT: lua_pushinteger(L, (lua_Integer)v->as.i); break;
-    case HS_V_UINT: lua_pushnumber(L, (lua_Number)v->as.u); break;
-    case HS_V_FLOAT: lua_pushnumber(L, v->as.f); break;
+    case HS_V_NIL:
+      lua_pushnil(L);
+      break;
+    case HS_V_BOOL:
+      lua_pushboolean(L, v->as.b);
+      break;
+    case HS_V_INT:
+      lua_pushinteger(L, (lua_Integer)v->as.i);
+      break;
+    case HS_V_UINT:
+      lua_pushnumber(L, (lua_Number)v->as.u);
+      break;
+    case HS_V_FLOAT:
+      lua_pushnumber(L, v->as.f);
+      break;
     case HS_V_STR:
-    case HS_V_BIN: lua_pushlstring(L, v->as.str.ptr, v->as.str.len); break;
+    case HS_V_BIN:
+      lua_pushlstring(L, v->as.str.ptr, v->as.str.len);
+      break;
     case HS_V_ARRAY:
       lua_createtable(L, (int)v->as.arr.len, 0);
       for (size_t i = 0; i < v->as.arr.len; i++) {
@@ -114,15 +126,20 @@ static hs_value_t *to_value(lua_State *L, int idx, hs_arena_t *a, char *path, si
                             char *why, size_t whylen, int depth) {
   idx = lua_absindex(L, idx);
   if (depth > MAX_DEPTH) {
-    snprintf(why, whylen, "a value refers to itself or is nested more than %d levels deep (at %.80s)",
-             MAX_DEPTH, path);
+    snprintf(why, whylen,
+             "a value refers to itself or is nested more than %d levels deep (at %.80s)", MAX_DEPTH,
+             path);
     return NULL;
   }
   luaL_checkstack(L, 4, "value too deep");
   hs_value_t *v = NULL;
   switch (lua_type(L, idx)) {
-    case LUA_TNIL: v = hs_value_new(a, HS_V_NIL); break;
-    case LUA_TBOOLEAN: v = hs_value_new_bool(a, lua_toboolean(L, idx)); break;
+    case LUA_TNIL:
+      v = hs_value_new(a, HS_V_NIL);
+      break;
+    case LUA_TBOOLEAN:
+      v = hs_value_new_bool(a, lua_toboolean(L, idx));
+      break;
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) {
         v = hs_value_new_int(a, (int64_t)lua_tointeger(L, idx));
@@ -134,7 +151,7 @@ static hs_value_t *to_value(lua_State *L, int idx, hs_arena_t *a, char *path, si
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
       v = hs__utf8_valid((const unsigned char *)s, len) ? hs_value_new_str(a, s, len)
-                                                    : hs_value_new_bin(a, s, len);
+                                                        : hs_value_new_bin(a, s, len);
       break;
     }
     case LUA_TTABLE: {
@@ -200,8 +217,10 @@ hs_value_t *hs__to_value(lua_State *L, int idx, hs_arena_t *a, const char *path,
 hs_value_t *hs__value_copy(hs_arena_t *a, const hs_value_t *v) {
   hs_value_t *c = NULL;
   switch (v->type) {
-    case HS_V_STR: return hs_value_new_str(a, v->as.str.ptr, v->as.str.len);
-    case HS_V_BIN: return hs_value_new_bin(a, v->as.str.ptr, v->as.str.len);
+    case HS_V_STR:
+      return hs_value_new_str(a, v->as.str.ptr, v->as.str.len);
+    case HS_V_BIN:
+      return hs_value_new_bin(a, v->as.str.ptr, v->as.str.len);
     case HS_V_ARRAY:
       c = hs_value_new_array(a, v->as.arr.len);
       for (size_t i = 0; c != NULL && i < v->as.arr.len; i++) {

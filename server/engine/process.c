@@ -51,8 +51,9 @@ static void copy_content(lua_State *L, int item, const char *id) {
     bool known = strcmp(k, "kind") == 0 || strcmp(k, "title") == 0 || strcmp(k, "uri") == 0 ||
                  strcmp(k, "version") == 0 || strcmp(k, "text") == 0;
     if (!known) {
-      luaL_error(L, "process: content '%s' has no option '%s' (it takes kind, title, uri, "
-                    "version, text)",
+      luaL_error(L,
+                 "process: content '%s' has no option '%s' (it takes kind, title, uri, "
+                 "version, text)",
                  id, k);
     }
     if (lua_type(L, -1) != LUA_TSTRING) {
@@ -144,8 +145,9 @@ int hs__process_fn(lua_State *L) {
         return luaL_error(L, "process: tests must be a table of scenarios by name");
       }
     } else {
-      return luaL_error(L, "process has no option '%s' (it takes name, title, goals, content, "
-                           "run, tests)",
+      return luaL_error(L,
+                        "process has no option '%s' (it takes name, title, goals, content, "
+                        "run, tests)",
                         k);
     }
     lua_pushvalue(L, -2);
@@ -315,6 +317,17 @@ int hs_process_load_file(hs_vm_t *vm, const char *path, hs_process_t **out, hs_e
   }
   free(buf);
   return rc;
+}
+
+bool hs_process_file_is_meta(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    return false;
+  }
+  char head[9] = "";
+  size_t n = fread(head, 1, 8, f);
+  fclose(f);
+  return n == 8 && memcmp(head, "---@meta", 8) == 0;
 }
 
 void hs__process_unref(hs_process_t *p) {

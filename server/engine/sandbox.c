@@ -158,8 +158,8 @@ void hs__meter_end(hs_vm_t *vm) {
 
 int hs__script_error(hs_vm_t *vm, lua_State *L, int st, const char *what, hs_err_t *err) {
   if (vm->killed != HS_KILL_NONE) {
-    int code = vm->killed == HS_KILL_NONDET || vm->killed == HS_KILL_ENDED ? HS_ECONFLICT
-                                                                          : HS_ELIMIT;
+    int code =
+        vm->killed == HS_KILL_NONDET || vm->killed == HS_KILL_ENDED ? HS_ECONFLICT : HS_ELIMIT;
     return hs_err_set(err, code, "%s", vm->kill_msg);
   }
   if (st == LUA_ERRMEM || vm->oom) {
@@ -170,8 +170,8 @@ int hs__script_error(hs_vm_t *vm, lua_State *L, int st, const char *what, hs_err
   }
   const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   if (msg == NULL) {
-    return hs_err_set(err, HS_ESCRIPT, "%s failed with an error that is not a string (a %s)",
-                      what, luaL_typename(L, -1));
+    return hs_err_set(err, HS_ESCRIPT, "%s failed with an error that is not a string (a %s)", what,
+                      luaL_typename(L, -1));
   }
   return hs_err_set(err, HS_ESCRIPT, "%s failed: %s", what, msg);
 }
@@ -214,7 +214,9 @@ static int sb_random(lua_State *L) {
   uint64_t r = hs__rng_next(rng_of(L));
   lua_Integer lo, hi;
   switch (lua_gettop(L)) {
-    case 0: lua_pushnumber(L, (lua_Number)(r >> 11) * 0x1.0p-53); return 1;
+    case 0:
+      lua_pushnumber(L, (lua_Number)(r >> 11) * 0x1.0p-53);
+      return 1;
     case 1:
       lo = 1;
       hi = luaL_checkinteger(L, 1);
@@ -223,7 +225,8 @@ static int sb_random(lua_State *L) {
       lo = luaL_checkinteger(L, 1);
       hi = luaL_checkinteger(L, 2);
       break;
-    default: return luaL_error(L, "math.random takes at most 2 numbers");
+    default:
+      return luaL_error(L, "math.random takes at most 2 numbers");
   }
   luaL_argcheck(L, lo <= hi, lua_gettop(L), "the interval is empty");
   uint64_t span = (uint64_t)hi - (uint64_t)lo;
@@ -416,8 +419,9 @@ static int sb_lib_readonly(lua_State *L) {
 
 static int sb_unknown_global(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING) {
-    return luaL_error(L, "unknown global '%s' (processes can use string, table, math, utf8, "
-                         "field, process and the base functions; declare your own with local)",
+    return luaL_error(L,
+                      "unknown global '%s' (processes can use string, table, math, utf8, "
+                      "field, process and the base functions; declare your own with local)",
                       lua_tostring(L, 2));
   }
   return luaL_error(L, "unknown global");
@@ -521,11 +525,11 @@ static uint64_t pattern_cost(const char *p, size_t plen, size_t n, bool anchorab
 /* A wrapper closure: upvalue 1 is the library function, upvalue 2 its name, upvalue 3 how to
  * charge it. */
 enum charge_kind {
-  CH_BYTES,    /* string arguments' total length */
-  CH_PATTERN,  /* find, match, gmatch, gsub: bytes plus the pattern's worst case */
-  CH_REP,      /* string.rep: the size of the result */
-  CH_TABLEN,   /* table.insert, remove, sort, concat, unpack: the list's length */
-  CH_MOVE,     /* table.move: the range */
+  CH_BYTES,   /* string arguments' total length */
+  CH_PATTERN, /* find, match, gmatch, gsub: bytes plus the pattern's worst case */
+  CH_REP,     /* string.rep: the size of the result */
+  CH_TABLEN,  /* table.insert, remove, sort, concat, unpack: the list's length */
+  CH_MOVE,    /* table.move: the range */
 };
 
 static uint64_t bytes_of_args(lua_State *L) {
@@ -568,11 +572,12 @@ static int charged_call(lua_State *L) {
         if (total > REP_MAX) {
           /* lua_pushfstring knows no 64-bit unsigned format: a saturated total prints as
            * the largest integer, which is still the truth for the author ("too big"). */
-          return luaL_error(L, "string.rep would build a string of %I bytes; the limit in a "
-                               "process is %d bytes",
-                            (lua_Integer)(total > (uint64_t)LUA_MAXINTEGER ? LUA_MAXINTEGER
-                                                                           : (lua_Integer)total),
-                            (int)REP_MAX);
+          return luaL_error(
+              L,
+              "string.rep would build a string of %I bytes; the limit in a "
+              "process is %d bytes",
+              (lua_Integer)(total > (uint64_t)LUA_MAXINTEGER ? LUA_MAXINTEGER : (lua_Integer)total),
+              (int)REP_MAX);
         }
         units += total / 16;
       }
@@ -601,7 +606,8 @@ static int charged_call(lua_State *L) {
       }
       break;
     }
-    default: break;
+    default:
+      break;
   }
   hs__charge(L, units, name);
   int n = lua_gettop(L);
@@ -611,8 +617,7 @@ static int charged_call(lua_State *L) {
   return lua_gettop(L);
 }
 
-static void wrap_charged(lua_State *L, int lib, const char *libname, const char *fname,
-                         int kind) {
+static void wrap_charged(lua_State *L, int lib, const char *libname, const char *fname, int kind) {
   lua_getfield(L, lib, fname);
   lua_pushfstring(L, "%s.%s", libname, fname);
   lua_pushinteger(L, kind);
@@ -667,22 +672,20 @@ void hs__push_env(lua_State *L) {
   lua_pop(L, 1);
 }
 
-static const char *const STRING_FNS[] = {"byte",  "char", "find",  "format",  "gmatch",
-                                         "gsub",  "len",  "lower", "match",   "rep",
-                                         "reverse", "sub", "upper", NULL};
+static const char *const STRING_FNS[] = {"byte",    "char", "find",  "format", "gmatch",
+                                         "gsub",    "len",  "lower", "match",  "rep",
+                                         "reverse", "sub",  "upper", NULL};
 static const char *const TABLE_FNS[] = {"concat", "insert", "move",   "pack",
                                         "remove", "sort",   "unpack", NULL};
-static const char *const MATH_FNS[] = {"abs",  "ceil", "cos", "deg",        "exp",  "floor",
-                                       "fmod", "huge", "log", "max",        "maxinteger",
-                                       "min",  "mininteger", "modf", "pi",  "rad",  "sin",
-                                       "sqrt", "tan",  "tointeger", "type", "ult",  "atan",
-                                       "asin", "acos", NULL};
+static const char *const MATH_FNS[] = {
+    "abs", "ceil",       "cos",  "deg",        "exp",  "floor", "fmod", "huge", "log",
+    "max", "maxinteger", "min",  "mininteger", "modf", "pi",    "rad",  "sin",  "sqrt",
+    "tan", "tointeger",  "type", "ult",        "atan", "asin",  "acos", NULL};
 static const char *const UTF8_FNS[] = {"char", "charpattern", "codepoint", "codes",
                                        "len",  "offset",      NULL};
-static const char *const BASE_FNS[] = {"assert", "error",    "getmetatable", "ipairs",
-                                       "next",   "pairs",    "rawequal",     "rawget",
-                                       "rawlen", "select",   "tonumber",     "tostring",
-                                       "type",   "_VERSION", NULL};
+static const char *const BASE_FNS[] = {"assert",   "error",    "getmetatable", "ipairs",   "next",
+                                       "pairs",    "rawequal", "rawget",       "rawlen",   "select",
+                                       "tonumber", "tostring", "type",         "_VERSION", NULL};
 
 /* Builds the sandbox inside L: runs protected (any allocation may fail). */
 static int build_sandbox(lua_State *L) {
@@ -770,14 +773,24 @@ static int build_sandbox(lua_State *L) {
   lua_setfield(L, env, "utf8");
 
   /* field.text{…}, field.integer{…}, …: one closure per type. */
-  static const char *const types[] = {"text", "integer", "number",    "boolean", "choice",
-                                      "multi", "date",   "photo",     "signature", "ack",
-                                      "location", "rating", NULL};
+  static const char *const types[] = {"text",     "integer", "number", "boolean",   "choice",
+                                      "multi",    "date",    "photo",  "signature", "ack",
+                                      "location", "rating",  NULL};
   lua_newtable(L);
-  for (const char *const *t = types; *t != NULL; t++) {
-    lua_pushstring(L, *t);
-    lua_pushcclosure(L, hs__field_new, 1);
-    lua_setfield(L, -2, *t);
+  for (int i = 0; types[i] != NULL; i++) {
+    lua_pushstring(L, types[i]);
+    lua_pushinteger(L, i); /* the same order as validate.c's types */
+    /* A hidden metatable per type marks a table as a field of that type; nothing is added
+     * to the author's table itself, so making a field costs no rehash. */
+    lua_createtable(L, 1, 2);
+    lua_pushinteger(L, i);
+    lua_rawseti(L, -2, 1);
+    lua_pushstring(L, types[i]);
+    lua_setfield(L, -2, "type");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pushcclosure(L, hs__field_new, 3);
+    lua_setfield(L, -2, types[i]);
   }
   int fields = lua_gettop(L);
   push_readonly(L, fields, "field");
@@ -807,9 +820,12 @@ static int build_sandbox(lua_State *L) {
   lua_pushnil(L);
   lua_setfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
 
+  /* Marker metatables, hidden from getmetatable so a script cannot forge a field or a
+   * process definition. */
   luaL_newmetatable(L, HS_REG_PROCESS);
-  luaL_newmetatable(L, HS_REG_FIELD);
-  lua_pop(L, 2);
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
   hs__visit_register(L);
   lua_settop(L, 0);
   return 0;

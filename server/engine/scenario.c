@@ -126,7 +126,8 @@ typedef struct report {
   bool failed;
 } report_t;
 
-static void failf(report_t *r, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void failf(report_t *r, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void failf(report_t *r, int line, const char *fmt, ...) {
   r->failed = true;
@@ -144,7 +145,8 @@ static void failf(report_t *r, int line, const char *fmt, ...) {
 
 static bool list_contains(const hs_value_t *list, const char *s) {
   for (size_t i = 0; list != NULL && list->type == HS_V_ARRAY && i < list->as.arr.len; i++) {
-    if (list->as.arr.items[i].type == HS_V_STR && strcmp(list->as.arr.items[i].as.str.ptr, s) == 0) {
+    if (list->as.arr.items[i].type == HS_V_STR &&
+        strcmp(list->as.arr.items[i].as.str.ptr, s) == 0) {
       return true;
     }
   }
@@ -212,8 +214,11 @@ static void run_scenario(hs_process_t *p, const char *name, report_t *r) {
     contractor = m;
   }
 
-  hs_session_start_t start = {.session_id = "test-session", .customer = customer,
-                              .contractor = contractor, .seed = seed, .at_ms = at};
+  hs_session_start_t start = {.session_id = "test-session",
+                              .customer = customer,
+                              .contractor = contractor,
+                              .seed = seed,
+                              .at_ms = at};
   hs_session_t *s = NULL;
   hs_step_result_t res;
   hs_value_t *visited = hs_value_new_array(&a, 8);
@@ -314,19 +319,18 @@ static void run_scenario(hs_process_t *p, const char *name, report_t *r) {
                    (strcmp(fname, "_step") == 0 && hs_map_get(rejected_errors, "") != NULL);
         if (!got) {
           failf(r, rejected_line,
-                "scenario '%s', step '%s', field %s: expected to be rejected, but it passed",
-                name, rejected_step, fname);
+                "scenario '%s', step '%s', field %s: expected to be rejected, but it passed", name,
+                rejected_step, fname);
         }
       }
     }
   }
-  for (size_t i = 0; exp_rej != NULL && exp_rej->type == HS_V_MAP && i < exp_rej->as.map.len;
-       i++) {
+  for (size_t i = 0; exp_rej != NULL && exp_rej->type == HS_V_MAP && i < exp_rej->as.map.len; i++) {
     const char *sid = exp_rej->as.map.items[i].key;
     if (rejected_step == NULL || strcmp(sid, rejected_step) != 0) {
       join_list(buf, sizeof buf, &exp_rej->as.map.items[i].val);
-      failf(r, last_line,
-            "scenario '%s', step '%s': expected %s to be rejected, but %s", name, sid, buf,
+      failf(r, last_line, "scenario '%s', step '%s': expected %s to be rejected, but %s", name, sid,
+            buf,
             list_contains(visited, sid) ? "the answer was accepted" : "the visit never got there");
     }
   }
@@ -337,8 +341,7 @@ static void run_scenario(hs_process_t *p, const char *name, report_t *r) {
     if (!hs_value_equal(exp_steps, visited)) {
       join_list(buf, sizeof buf, exp_steps);
       join_list(buf2, sizeof buf2, visited);
-      failf(r, p->line, "scenario '%s': expected steps %s, but the visit went %s", name, buf,
-            buf2);
+      failf(r, p->line, "scenario '%s': expected steps %s, but the visit went %s", name, buf, buf2);
     }
   }
   /* expect.outcome */
@@ -393,8 +396,9 @@ int hs_process_test(hs_process_t *p, FILE *out, int *passed, int *failed, hs_err
   fprintf(out, "%s: %s, %zu scenario%s\n", p->chunkname, p->name, names->as.arr.len,
           names->as.arr.len == 1 ? "" : "s");
   if (names->as.arr.len == 0) {
-    fprintf(out, "        %s:%d: no tests: add tests = { [\"a scenario\"] = { answers = ..., "
-                 "expect = ... } }\n",
+    fprintf(out,
+            "        %s:%d: no tests: add tests = { [\"a scenario\"] = { answers = ..., "
+            "expect = ... } }\n",
             p->chunkname, p->line);
   }
   for (size_t i = 0; i < names->as.arr.len; i++) {

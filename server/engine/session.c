@@ -19,8 +19,12 @@
 enum { ID_MAX = 64 };
 
 static hs_session_t *check_visit(lua_State *L, bool for_step) {
-  hs_session_t *s = luaL_checkudata(L, 1, HS_REG_VISIT);
-  hs_vm_t *vm = s->vm;
+  hs_vm_t *vm = hs__vm_of(L);
+  hs_session_t *s = lua_touserdata(L, 1);
+  if (s == NULL || s != vm->current) {
+    /* Not the running session's own visit (the common case is, and needs no more checks). */
+    s = luaL_checkudata(L, 1, HS_REG_VISIT);
+  }
   if (s->ref == LUA_NOREF) {
     luaL_error(L, "this visit has ended; a visit cannot be kept after its session");
   }
@@ -88,6 +92,17 @@ static bool content_exists(lua_State *L, int content, const char *id) {
   return ok;
 }
 
+static bool is_ack(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (!lua_getmetatable(L, idx)) {
+    return false;
+  }
+  lua_getfield(L, -1, "type");
+  bool ack = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "ack") == 0;
+  lua_pop(L, 2);
+  return ack;
+}
+
 static bool list_has(lua_State *L, int list, const char *s) {
   for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, list); i <= n; i++) {
     lua_rawgeti(L, list, i);
@@ -103,7 +118,7 @@ static bool list_has(lua_State *L, int list, const char *s) {
 /* Checks a step spec written by the author and pushes the private, normalized copy:
  * {id, title, say, help, audience, show = {ids}, fields = {specs}, validate, line}. */
 static void normalize_step(lua_State *L, hs_session_t *s, int in) {
-  lua_newtable(L);
+  lua_createtable(L, 0, 10);
   int out = lua_gettop(L);
   push_content(L, s);
   int content = lua_gettop(L);
@@ -157,15 +172,10 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
       lua_newtable(L);
       for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, list); i <= n; i++) {
         lua_rawgeti(L, list, i);
-        bool is_field = false;
-        if (lua_getmetatable(L, -1)) {
-          luaL_getmetatable(L, HS_REG_FIELD);
-          is_field = lua_rawequal(L, -1, -2);
-          lua_pop(L, 2);
-        }
-        if (!is_field) {
-          luaL_error(L, "visit:step: fields[%d] must be made with field.text{...}, "
-                        "field.integer{...}, ...",
+        if (hs__field_type(L, -1) < 0) {
+          luaL_error(L,
+                     "visit:step: fields[%d] must be made with field.text{...}, "
+                     "field.integer{...}, ...",
                      (int)i);
         }
         lua_getfield(L, -1, "name");
@@ -184,8 +194,9 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
       lua_setfield(L, out, "fields");
       lua_pop(L, 1);
     } else {
-      luaL_error(L, "visit:step has no option '%s' (it takes id, title, say, help, audience, "
-                    "show, fields, validate)",
+      luaL_error(L,
+                 "visit:step has no option '%s' (it takes id, title, say, help, audience, "
+                 "show, fields, validate)",
                  k);
     }
   }
@@ -219,8 +230,8 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
   if (lua_getfield(L, out, "fields") == LUA_TTABLE) {
     for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
       lua_rawgeti(L, -1, i);
-      lua_getfield(L, -1, "type");
-      if (strcmp(lua_tostring(L, -1), "ack") == 0) {
+      lua_pushboolean(L, 0); /* keeps the stack shape of the loop below */
+      if (is_ack(L, -2)) {
         lua_getfield(L, -2, "document");
         const char *doc = lua_tostring(L, -1);
         if (doc == NULL || lua_getfield(L, content, doc) != LUA_TTABLE) {
@@ -229,8 +240,9 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
         }
         lua_getfield(L, -1, "kind");
         if (strcmp(lua_tostring(L, -1), "document") != 0) {
-          luaL_error(L, "visit:step: ack field's document '%s' must be content of kind "
-                        "\"document\"",
+          luaL_error(L,
+                     "visit:step: ack field's document '%s' must be content of kind "
+                     "\"document\"",
                      doc);
         }
         lua_pop(L, 2);
@@ -257,59 +269,58 @@ static int visit_step(lua_State *L) {
                     " steps (look for a loop of steps that never ends)",
                     vm->lim.max_steps);
   }
+  const hs_value_t *e = s->replaying ? next_input(s) : NULL;
+  if (s->replaying && e == NULL) {
+    s->replaying = false; /* the record ends here: this is the step the session is at */
+  }
+  if (s->replaying) {
+    /* Replay's fast path: the live run already checked this spec (the same version of the
+     * script made it), so only the id and the fields matter; no copy is made. */
+    s->seq++;
+    lua_getfield(L, 2, "id");
+    const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+    const hs_value_t *rid = ev_get(e, "step", HS_V_STR);
+    const hs_value_t *rseq = ev_get(e, "seq", HS_V_INT);
+    if (!ev_is(e, "complete") || rid == NULL || strcmp(rid->as.str.ptr, id) != 0 || rseq == NULL ||
+        rseq->as.i != s->seq) {
+      const hs_value_t *slot = ev_get(e, "slot", HS_V_STR);
+      return hs__kill(L, HS_KILL_NONDET,
+                      "The script is not deterministic: at step %" PRIu32
+                      " it asked for step '%s', but the record has %s '%s' there (does it "
+                      "depend on something other than the visit's answers?)",
+                      s->seq, id, ev_is(e, "complete") ? "step" : "a suggestion for",
+                      rid != NULL ? rid->as.str.ptr : (slot != NULL ? slot->as.str.ptr : "?"));
+    }
+    s->replay_pos++;
+    const hs_value_t *at = ev_get(e, "at", HS_V_INT);
+    const hs_value_t *rng = ev_get(e, "rng", HS_V_INT);
+    if (at != NULL) {
+      s->now_ms = at->as.i;
+    }
+    if (rng != NULL) {
+      s->rng = (uint64_t)rng->as.i;
+    }
+    hs_value_t *errors = hs_value_new_map(s->arena, 0);
+    if (errors == NULL) {
+      return luaL_error(L, "out of memory replaying");
+    }
+    hs__validate_fields(L, 2, hs_map_get(e, "data"), s->arena, errors);
+    if (errors->as.map.len > 0) {
+      return hs__kill(L, HS_KILL_NONDET,
+                      "The record's answer to step %" PRIu32
+                      " ('%s') no longer passes the step's checks (%s: %s): the events "
+                      "belong to another version",
+                      s->seq, id, errors->as.map.items[0].key,
+                      errors->as.map.items[0].val.as.str.ptr);
+    }
+    s->vm->budget = s->vm->lim.instr_budget;
+    return 1;
+  }
   normalize_step(L, s, 2);
   int spec = lua_gettop(L);
   s->seq++;
   lua_pushvalue(L, spec);
   lua_setiuservalue(L, 1, 2);
-  lua_getfield(L, spec, "id");
-  const char *id = lua_tostring(L, -1);
-  lua_pop(L, 1); /* the spec (user value 2) keeps the string alive */
-  if (s->replaying) {
-    const hs_value_t *e = next_input(s);
-    if (e == NULL) {
-      s->replaying = false;
-    } else {
-      const hs_value_t *rid = ev_get(e, "step", HS_V_STR);
-      const hs_value_t *rseq = ev_get(e, "seq", HS_V_INT);
-      if (!ev_is(e, "complete") || rid == NULL || strcmp(rid->as.str.ptr, id) != 0 ||
-          rseq == NULL || rseq->as.i != s->seq) {
-        return hs__kill(L, HS_KILL_NONDET,
-                        "The script is not deterministic: at step %" PRIu32
-                        " it asked for step '%s', but the record has %s '%s' there (does it "
-                        "depend on something other than the visit's answers?)",
-                        s->seq, id, ev_is(e, "complete") ? "step" : "a suggestion for",
-                        rid != NULL ? rid->as.str.ptr
-                                    : (ev_get(e, "slot", HS_V_STR) != NULL
-                                           ? ev_get(e, "slot", HS_V_STR)->as.str.ptr
-                                           : "?"));
-      }
-      s->replay_pos++;
-      const hs_value_t *at = ev_get(e, "at", HS_V_INT);
-      const hs_value_t *rng = ev_get(e, "rng", HS_V_INT);
-      if (at != NULL) {
-        s->now_ms = at->as.i;
-      }
-      if (rng != NULL) {
-        s->rng = (uint64_t)rng->as.i;
-      }
-      hs_value_t *errors = hs_value_new_map(s->arena, 0);
-      if (errors == NULL) {
-        return luaL_error(L, "out of memory replaying");
-      }
-      hs__validate_fields(L, spec, hs_map_get(e, "data"), s->arena, errors);
-      if (errors->as.map.len > 0) {
-        return hs__kill(L, HS_KILL_NONDET,
-                        "The record's answer to step %" PRIu32
-                        " ('%s') no longer passes the step's checks (%s: %s): the events "
-                        "belong to another version",
-                        s->seq, id, errors->as.map.items[0].key,
-                        errors->as.map.items[0].val.as.str.ptr);
-      }
-      vm->budget = vm->lim.instr_budget;
-      return 1;
-    }
-  }
   return lua_yield(L, 0);
 }
 
@@ -330,7 +341,8 @@ static int visit_suggest(lua_State *L) {
   push_content(L, s);
   int content = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, from, i) != LUA_TSTRING || !content_exists(L, content, lua_tostring(L, -1))) {
+    if (lua_rawgeti(L, from, i) != LUA_TSTRING ||
+        !content_exists(L, content, lua_tostring(L, -1))) {
       return luaL_error(L, "visit:suggest: from[%d] must be an id from the process's content",
                         (int)i);
     }
@@ -369,6 +381,8 @@ static int visit_suggest(lua_State *L) {
       }
       lua_pushlstring(L, id->as.str.ptr, id->as.str.len);
       lua_rawseti(L, picks, (lua_Integer)i + 1);
+      /* Draw as the live run did, so a rebuilt session continues exactly like the original. */
+      (void)hs__rng_next(&s->pick);
     }
     s->replay_pos++;
     return 1;
@@ -447,8 +461,9 @@ static int visit_now(lua_State *L) {
 }
 
 static int visit_index(lua_State *L) {
-  hs_session_t *s = luaL_checkudata(L, 1, HS_REG_VISIT);
-  (void)s;
+  if (lua_touserdata(L, 1) != hs__vm_of(L)->current) {
+    luaL_checkudata(L, 1, HS_REG_VISIT); /* the running session's visit needs no check */
+  }
   const char *k = luaL_checkstring(L, 2);
   if (strcmp(k, "step") == 0) {
     lua_pushcfunction(L, visit_step);
@@ -463,8 +478,9 @@ static int visit_index(lua_State *L) {
     lua_getiuservalue(L, 1, 3);
     lua_getfield(L, -1, k);
   } else {
-    return luaL_error(L, "visit has no field '%s' (it has step, suggest, outcome, now, "
-                         "customer, contractor, session)",
+    return luaL_error(L,
+                      "visit has no field '%s' (it has step, suggest, outcome, now, "
+                      "customer, contractor, session)",
                       k);
   }
   return 1;
@@ -498,6 +514,40 @@ static hs_value_t *str_or_null(lua_State *L, int t, const char *k, hs_arena_t *a
   return v;
 }
 
+/* A field option as a value: a string, number, boolean or list of strings (what the field
+ * constructors accept). Anything else (a script changed the field after making it) is left
+ * out as nil. NULL on out of memory. */
+static hs_value_t *option_value(lua_State *L, hs_arena_t *a) {
+  switch (lua_type(L, -1)) {
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, -1, &n);
+      return hs_value_new_str(a, s, n);
+    }
+    case LUA_TNUMBER:
+      return lua_isinteger(L, -1) ? hs_value_new_int(a, (int64_t)lua_tointeger(L, -1))
+                                  : hs_value_new_float(a, (double)lua_tonumber(L, -1));
+    case LUA_TBOOLEAN:
+      return hs_value_new_bool(a, lua_toboolean(L, -1));
+    case LUA_TTABLE: {
+      lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+      hs_value_t *arr = hs_value_new_array(a, (size_t)n);
+      for (lua_Integer i = 1; arr != NULL && i <= n; i++) {
+        size_t len = 0;
+        const char *s = lua_rawgeti(L, -1, i) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
+        hs_value_t *item = hs_value_new_str(a, s, len);
+        lua_pop(L, 1);
+        if (item == NULL || hs_array_push(a, arr, item) == NULL) {
+          return NULL;
+        }
+      }
+      return arr;
+    }
+    default:
+      return hs_value_new(a, HS_V_NIL);
+  }
+}
+
 #define NEED(x)                                                                                    \
   do {                                                                                             \
     if (!(x)) {                                                                                    \
@@ -514,8 +564,8 @@ static hs_value_t *build_step(lua_State *L, hs_session_t *s, int spec, hs_arena_
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
   lua_getiuservalue(L, -1, 3);
   lua_getfield(L, -1, "session");
-  NEED(hs_map_add_str(a, step, "session", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                                         : "") == HS_OK);
+  NEED(hs_map_add_str(a, step, "session",
+                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "") == HS_OK);
   lua_settop(L, top);
   NEED(hs_map_add_int(a, step, "seq", s->seq) == HS_OK);
   static const char *const strs[] = {"id", "title", "say", "help", "audience"};
@@ -557,22 +607,22 @@ static hs_value_t *build_step(lua_State *L, hs_session_t *s, int spec, hs_arena_
       int f = lua_gettop(L);
       hs_value_t *m = hs_value_new_map(a, 8);
       NEED(m != NULL);
-      static const char *const head[] = {"name", "type"};
-      for (int k = 0; k < 2; k++) {
-        hs_value_t *v = str_or_null(L, f, head[k], a);
-        NEED(v != NULL && hs_map_add(a, m, head[k], v) != NULL);
-      }
+      hs_value_t *fname = str_or_null(L, f, "name", a);
+      NEED(fname != NULL && hs_map_add(a, m, "name", fname) != NULL);
+      NEED(lua_getmetatable(L, f));
+      hs_value_t *ftype = str_or_null(L, -1, "type", a);
+      lua_pop(L, 1);
+      NEED(ftype != NULL && hs_map_add(a, m, "type", ftype) != NULL);
       char label[128];
       NEED(hs_map_add_str(a, m, "label", hs__field_label(L, f, label, sizeof label)) == HS_OK);
       lua_getfield(L, f, "required");
       NEED(hs_map_add_bool(a, m, "required", lua_toboolean(L, -1)) == HS_OK);
       lua_pop(L, 1);
-      static const char *const opts[] = {"hint", "pii",     "min",      "max",
+      static const char *const opts[] = {"hint",       "pii",     "min",     "max",
                                          "max_length", "pattern", "options", "document"};
       for (int k = 0; k < 8; k++) {
         if (lua_getfield(L, f, opts[k]) != LUA_TNIL) {
-          char why[100];
-          hs_value_t *v = hs__to_value(L, -1, a, opts[k], why, sizeof why);
+          hs_value_t *v = option_value(L, a);
           NEED(v != NULL && hs_map_add(a, m, opts[k], v) != NULL);
         }
         lua_pop(L, 1);
@@ -685,8 +735,9 @@ static int start_protected(lua_State *L) {
   if (c->replay != NULL) {
     if (c->replay->type != HS_V_ARRAY || c->replay->as.arr.len == 0 ||
         !ev_is(&c->replay->as.arr.items[0], "start")) {
-      c->rc = hs_err_set(c->err, HS_EINVAL, "the events must be a list that begins with the "
-                                            "session's start event");
+      c->rc = hs_err_set(c->err, HS_EINVAL,
+                         "the events must be a list that begins with the "
+                         "session's start event");
       return 0;
     }
     start_ev = &c->replay->as.arr.items[0];
@@ -845,8 +896,8 @@ int hs_session_start(hs_process_t *p, const hs_session_start_t *start, hs_arena_
   return begin(p, start, NULL, a, out, res, err);
 }
 
-int hs_session_replay(hs_process_t *p, const hs_value_t *events, hs_arena_t *a,
-                      hs_session_t **out, hs_step_result_t *res, hs_err_t *err) {
+int hs_session_replay(hs_process_t *p, const hs_value_t *events, hs_arena_t *a, hs_session_t **out,
+                      hs_step_result_t *res, hs_err_t *err) {
   if (events == NULL) {
     return hs_err_set(err, HS_EINVAL, "no events to replay");
   }
@@ -944,8 +995,8 @@ static int complete_protected(lua_State *L) {
   lua_getfield(L, spec, "fields");
   for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
     lua_rawgeti(L, -1, i);
-    lua_getfield(L, -1, "type");
-    if (strcmp(lua_tostring(L, -1), "ack") == 0) {
+    lua_pushboolean(L, 0); /* keeps the stack shape of the code below */
+    if (is_ack(L, -2)) {
       if (docs == NULL) {
         docs = hs_value_new_map(a, 1);
         NEED(docs != NULL);
@@ -996,8 +1047,15 @@ int hs_session_complete(hs_session_t *s, uint32_t seq, const hs_value_t *data, i
   s->arena = a;
   s->events = events;
   res->events = events;
-  call_ctx_t c = {.s = s, .p = s->proc, .seq = seq, .data = data, .at_ms = at_ms,
-                  .device_ms = device_ms, .a = a, .res = res, .err = err};
+  call_ctx_t c = {.s = s,
+                  .p = s->proc,
+                  .seq = seq,
+                  .data = data,
+                  .at_ms = at_ms,
+                  .device_ms = device_ms,
+                  .a = a,
+                  .res = res,
+                  .err = err};
   int rc = hs__protect(s->vm, complete_protected, &c, err);
   s->vm->metering = false;
   s->vm->current = NULL;

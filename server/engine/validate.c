@@ -32,34 +32,66 @@ typedef enum ftype {
   F_UNKNOWN,
 } ftype_t;
 
-static const char *const TYPE_NAMES[] = {"text",  "integer", "number",    "boolean",
-                                         "choice", "multi",  "date",      "photo",
-                                         "signature", "ack", "location",  "rating"};
-
 /* Options each type takes besides the common name, label, hint, required, pii. */
 static const char *const TYPE_OPTIONS[] = {
-    "max_length pattern", "min max", "min max", "",       "options", "options min max",
-    "min max",            "",        "",        "document", "max",   ""};
+    "max_length pattern", "min max", "min max", "", "options", "options min max", "min max", "", "",
+    "document",           "max",     ""};
 
-static ftype_t type_of(const char *s) {
-  for (int i = 0; i < F_UNKNOWN; i++) {
-    if (strcmp(s, TYPE_NAMES[i]) == 0) {
-      return (ftype_t)i;
-    }
-  }
-  return F_UNKNOWN;
-}
+enum opt {
+  O_NAME = 1 << 0,
+  O_LABEL = 1 << 1,
+  O_HINT = 1 << 2,
+  O_REQUIRED = 1 << 3,
+  O_PII = 1 << 4,
+  O_MAX_LENGTH = 1 << 5,
+  O_PATTERN = 1 << 6,
+  O_MIN = 1 << 7,
+  O_MAX = 1 << 8,
+  O_OPTIONS = 1 << 9,
+  O_DOCUMENT = 1 << 10,
+};
 
-static bool word_in(const char *word, const char *list) {
-  size_t n = strlen(word);
-  const char *p = list;
-  while ((p = strstr(p, word)) != NULL) {
-    if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' ')) {
-      return true;
-    }
-    p += n;
+/* The options each type takes, as bits of enum opt (name, label, hint, required and pii are
+ * common to all). Same order as TYPE_NAMES. */
+static const unsigned TYPE_OPTION_BITS[] = {O_MAX_LENGTH | O_PATTERN,
+                                            O_MIN | O_MAX,
+                                            O_MIN | O_MAX,
+                                            0,
+                                            O_OPTIONS,
+                                            O_OPTIONS | O_MIN | O_MAX,
+                                            O_MIN | O_MAX,
+                                            0,
+                                            0,
+                                            O_DOCUMENT,
+                                            O_MAX,
+                                            0};
+
+/* Which option a key names, or 0. Called for every key of every field a step declares, so it
+ * dispatches on the first letter instead of comparing with every name. */
+static unsigned option_of(const char *k) {
+  switch (k[0]) {
+    case 'n':
+      return strcmp(k, "name") == 0 ? O_NAME : 0;
+    case 'l':
+      return strcmp(k, "label") == 0 ? O_LABEL : 0;
+    case 'h':
+      return strcmp(k, "hint") == 0 ? O_HINT : 0;
+    case 'r':
+      return strcmp(k, "required") == 0 ? O_REQUIRED : 0;
+    case 'p':
+      return strcmp(k, "pii") == 0 ? O_PII : strcmp(k, "pattern") == 0 ? O_PATTERN : 0;
+    case 'm':
+      return strcmp(k, "min") == 0          ? O_MIN
+             : strcmp(k, "max") == 0        ? O_MAX
+             : strcmp(k, "max_length") == 0 ? O_MAX_LENGTH
+                                            : 0;
+    case 'o':
+      return strcmp(k, "options") == 0 ? O_OPTIONS : 0;
+    case 'd':
+      return strcmp(k, "document") == 0 ? O_DOCUMENT : 0;
+    default:
+      return 0;
   }
-  return false;
 }
 
 static bool valid_name(const char *s) {
@@ -124,16 +156,29 @@ static void need_type(lua_State *L, const char *fn, const char *key, int want, c
 
 int hs__field_new(lua_State *L) {
   const char *tname = lua_tostring(L, lua_upvalueindex(1));
-  ftype_t t = type_of(tname);
-  char fn[32];
-  snprintf(fn, sizeof fn, "field.%s", tname);
+  ftype_t t = (ftype_t)lua_tointeger(L, lua_upvalueindex(2));
+  char fn[32] = "field.";
+  memcpy(fn + 6, tname, strlen(tname) + 1);
   if (lua_type(L, 1) != LUA_TTABLE) {
     return luaL_error(L, "%s takes a table: %s { name = \"...\", ... }", fn, fn);
   }
   lua_settop(L, 1);
-  lua_newtable(L); /* 2: the spec */
-  lua_pushstring(L, tname);
-  lua_setfield(L, 2, "type");
+  /* The author's table itself becomes the field spec (marked by its metatable): building a
+   * copy for every field of every step would cost an allocation each time a step runs. */
+  if (lua_getmetatable(L, 1)) {
+    return luaL_error(L,
+                      "%s: this table is already a field or has a metatable; call %s on a "
+                      "new table { name = ... }",
+                      fn, fn);
+  }
+  hs_vm_t *vm = hs__vm_of(L);
+  if (vm->current != NULL && vm->current->replaying) {
+    /* A replay re-runs steps the same script already ran live, where these options were
+     * checked: only the mark is needed. */
+    lua_pushvalue(L, lua_upvalueindex(3));
+    lua_setmetatable(L, 1);
+    return 1;
+  }
   bool has_min = false, has_max = false;
   lua_Number min = 0, max = 0;
   lua_pushnil(L);
@@ -142,7 +187,13 @@ int hs__field_new(lua_State *L) {
       return luaL_error(L, "%s: options are named (name = ..., label = ...)", fn);
     }
     const char *key = lua_tostring(L, -2);
-    if (strcmp(key, "name") == 0) {
+    unsigned opt = option_of(key);
+    const unsigned common = O_NAME | O_LABEL | O_HINT | O_REQUIRED | O_PII;
+    if (opt == 0 || (opt & (common | TYPE_OPTION_BITS[t])) == 0) {
+      return luaL_error(L, "%s has no option '%s' (it takes name, label, hint, required, pii%s%s)",
+                        fn, key, TYPE_OPTIONS[t][0] ? ", " : "", TYPE_OPTIONS[t]);
+    }
+    if (opt == O_NAME) {
       need_type(L, fn, key, LUA_TSTRING, "a string");
       if (!valid_name(lua_tostring(L, -1))) {
         return luaL_error(L,
@@ -150,43 +201,36 @@ int hs__field_new(lua_State *L) {
                           "with a letter or _, at most 64)",
                           fn, lua_tostring(L, -1));
       }
-    } else if (strcmp(key, "label") == 0 || strcmp(key, "hint") == 0 ||
-               strcmp(key, "pattern") == 0 || strcmp(key, "document") == 0) {
+    } else if (opt & (O_LABEL | O_HINT | O_PATTERN | O_DOCUMENT)) {
       need_type(L, fn, key, LUA_TSTRING, "a string");
-    } else if (strcmp(key, "required") == 0 || strcmp(key, "pii") == 0) {
+    } else if (opt & (O_REQUIRED | O_PII)) {
       need_type(L, fn, key, LUA_TBOOLEAN, "true or false");
-    } else if (!word_in(key, TYPE_OPTIONS[t])) {
-      return luaL_error(L, "%s has no option '%s' (it takes name, label, hint, required, pii%s%s)",
-                        fn, key, TYPE_OPTIONS[t][0] ? ", " : "", TYPE_OPTIONS[t]);
-    } else if (strcmp(key, "max_length") == 0) {
+    } else if (opt == O_MAX_LENGTH) {
       if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
         return luaL_error(L, "%s: max_length must be a whole number of characters above 0", fn);
       }
-    } else if (strcmp(key, "options") == 0) {
+    } else if (opt == O_OPTIONS) {
       need_type(L, fn, key, LUA_TTABLE, "a list of strings");
       lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
       if (n == 0) {
         return luaL_error(L, "%s: options must list at least one choice", fn);
       }
-      lua_createtable(L, (int)n, 0);
+      int opts = lua_gettop(L);
       for (lua_Integer i = 1; i <= n; i++) {
-        if (lua_rawgeti(L, -2, i) != LUA_TSTRING) {
+        if (lua_rawgeti(L, opts, i) != LUA_TSTRING) {
           return luaL_error(L, "%s: options[%d] must be a string", fn, (int)i);
         }
         for (lua_Integer j = 1; j < i; j++) {
-          lua_rawgeti(L, -2, j);
+          lua_rawgeti(L, opts, j);
           if (lua_rawequal(L, -1, -2)) {
             return luaL_error(L, "%s: option '%s' is listed twice", fn, lua_tostring(L, -2));
           }
           lua_pop(L, 1);
         }
-        lua_rawseti(L, -2, i);
+        lua_pop(L, 1);
       }
-      lua_setfield(L, 2, "options");
-      lua_pop(L, 1);
-      continue;
-    } else if (strcmp(key, "min") == 0 || strcmp(key, "max") == 0) {
-      bool is_min = key[1] == 'i';
+    } else if (opt & (O_MIN | O_MAX)) {
+      bool is_min = opt == O_MIN;
       lua_Number num = 0;
       if (t == F_DATE) {
         size_t len;
@@ -216,32 +260,48 @@ int hs__field_new(lua_State *L) {
         max = num;
       }
     }
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, 2);
+    lua_pop(L, 1);
   }
-  if (lua_getfield(L, 2, "name") != LUA_TSTRING) {
+  if (lua_getfield(L, 1, "name") != LUA_TSTRING) {
     return luaL_error(L, "%s needs a name: %s { name = \"...\" }", fn, fn);
   }
   lua_pop(L, 1);
   if (has_min && has_max && min > max) {
     return luaL_error(L, "%s: min is above max", fn);
   }
-  if ((t == F_CHOICE || t == F_MULTI) && lua_getfield(L, 2, "options") != LUA_TTABLE) {
+  if ((t == F_CHOICE || t == F_MULTI) && lua_getfield(L, 1, "options") != LUA_TTABLE) {
     return luaL_error(L, "%s needs options = { \"...\", ... }", fn);
   }
-  if (t == F_ACK && lua_getfield(L, 2, "document") != LUA_TSTRING) {
+  if (t == F_ACK && lua_getfield(L, 1, "document") != LUA_TSTRING) {
     return luaL_error(L, "%s needs document = \"<content id of a document>\"", fn);
   }
-  lua_settop(L, 2);
-  luaL_setmetatable(L, HS_REG_FIELD);
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_setmetatable(L, 1);
   return 1;
+}
+
+int hs__field_type(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx)) {
+    return -1;
+  }
+  int t = -1;
+  if (lua_rawgeti(L, -1, 1) == LUA_TNUMBER && lua_isinteger(L, -1)) {
+    lua_Integer n = lua_tointeger(L, -1);
+    t = n >= 0 && n < F_UNKNOWN ? (int)n : -1;
+  }
+  lua_pop(L, 2);
+  return t;
 }
 
 const char *hs__field_label(lua_State *L, int idx, char *buf, size_t len) {
   idx = lua_absindex(L, idx);
   if (lua_getfield(L, idx, "label") == LUA_TSTRING) {
-    snprintf(buf, len, "%s", lua_tostring(L, -1));
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    n = n < len ? n : len - 1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
     lua_pop(L, 1);
     return buf;
   }
@@ -356,9 +416,11 @@ static bool pattern_matches(lua_State *L, const char *s, size_t len, const char 
 
 /* Checks one present value; pushes the Lua value the script will get, or nothing on failure
  * (returns false). */
-static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const char *label,
+static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, char *labelbuf,
                         const hs_value_t *v) {
   lua_State *L = c->L;
+/* The label is only needed for a message: work it out on the first failure. */
+#define label (labelbuf[0] != '\0' ? labelbuf : hs__field_label(L, spec, labelbuf, 128))
   lua_Number min = 0, max = 0;
   bool has_min = opt_number(L, spec, "min", &min);
   bool has_max = opt_number(L, spec, "max", &max);
@@ -468,16 +530,15 @@ static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const 
       bool required = lua_getfield(L, spec, "required") == LUA_TBOOLEAN && lua_toboolean(L, -1);
       lua_pop(L, 1);
       if (v->type != HS_V_BOOL || (required && !v->as.b)) {
-        fail(c, name, "%s: the customer must acknowledge the document before you continue",
-             label);
+        fail(c, name, "%s: the customer must acknowledge the document before you continue", label);
         return false;
       }
       lua_pushboolean(L, v->as.b);
       return true;
     }
     case F_CHOICE: {
-      options_text(L, spec, b, sizeof b);
       if (v->type != HS_V_STR || !in_options(L, spec, v->as.str.ptr, v->as.str.len)) {
+        options_text(L, spec, b, sizeof b);
         fail(c, name, "%s must be one of: %s", label, b);
         return false;
       }
@@ -485,8 +546,8 @@ static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const 
       return true;
     }
     case F_MULTI: {
-      options_text(L, spec, b, sizeof b);
       if (v->type != HS_V_ARRAY) {
+        options_text(L, spec, b, sizeof b);
         fail(c, name, "%s must be a list of choices from: %s", label, b);
         return false;
       }
@@ -494,6 +555,7 @@ static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const 
       for (size_t i = 0; i < n; i++) {
         const hs_value_t *it = &v->as.arr.items[i];
         if (it->type != HS_V_STR || !in_options(L, spec, it->as.str.ptr, it->as.str.len)) {
+          options_text(L, spec, b, sizeof b);
           fail(c, name, "%s: every choice must be one of: %s", label, b);
           return false;
         }
@@ -531,9 +593,8 @@ static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const 
       static const char *const bounds[] = {"min", "max"};
       for (int i = 0; i < 2; i++) {
         size_t blen;
-        const char *bound = lua_getfield(L, spec, bounds[i]) == LUA_TSTRING
-                            ? lua_tolstring(L, -1, &blen)
-                            : NULL;
+        const char *bound =
+            lua_getfield(L, spec, bounds[i]) == LUA_TSTRING ? lua_tolstring(L, -1, &blen) : NULL;
         long bday = bound != NULL ? parse_date(bound, blen) : -1;
         if (bday >= 0 && (i == 0 ? day < bday : day > bday)) {
           fail(c, name, "%s must be on or %s %s", label, i == 0 ? "after" : "before", bound);
@@ -584,8 +645,7 @@ static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const 
         return false;
       }
       if (dlat < -90 || dlat > 90 || dlon < -180 || dlon > 180 || (acc != NULL && dacc < 0)) {
-        fail(c, name, "%s is not a real place (latitude -90 to 90, longitude -180 to 180)",
-             label);
+        fail(c, name, "%s is not a real place (latitude -90 to 90, longitude -180 to 180)", label);
         return false;
       }
       if (has_max && (acc == NULL || dacc > max)) {
@@ -607,17 +667,19 @@ static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, const 
       }
       return true;
     }
-    case F_UNKNOWN: break;
+    case F_UNKNOWN:
+      break;
   }
   fail(c, name, "%s has a type this server does not know", label);
   return false;
+#undef label
 }
 
 int hs__validate_fields(lua_State *L, int spec_idx, const hs_value_t *data, hs_arena_t *a,
                         hs_value_t *errors) {
   spec_idx = lua_absindex(L, spec_idx);
   vctx_t c = {.L = L, .a = a, .errors = errors, .oom = 0};
-  lua_newtable(L);
+  lua_createtable(L, 0, data != NULL && data->type == HS_V_MAP ? (int)data->as.map.len : 0);
   int out = lua_gettop(L);
   if (data != NULL && data->type != HS_V_MAP && data->type != HS_V_NIL) {
     fail(&c, "", "The answer must be a set of named fields, not a %s", hs_vtype_name(data->type));
@@ -626,8 +688,64 @@ int hs__validate_fields(lua_State *L, int spec_idx, const hs_value_t *data, hs_a
   lua_getfield(L, spec_idx, "fields");
   int fields = lua_gettop(L);
   lua_Integer nfields = lua_type(L, fields) == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, fields) : 0;
-  /* Unknown names first: a field the step does not have is refused, never stored. */
-  for (size_t i = 0; data != NULL && data->type == HS_V_MAP && i < data->as.map.len; i++) {
+  size_t matched = 0;
+  for (lua_Integer f = 1; f <= nfields; f++) {
+    lua_rawgeti(L, fields, f);
+    int spec = lua_gettop(L);
+    lua_getfield(L, spec, "name");
+    lua_getfield(L, spec, "required");
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int tnum = hs__field_type(L, spec);
+    ftype_t t = tnum >= 0 ? (ftype_t)tnum : F_UNKNOWN;
+    bool required = lua_toboolean(L, -1);
+    if (name == NULL) {
+      lua_settop(L, spec - 1);
+      continue;
+    }
+    char label[128] = "";
+    const hs_value_t *v = data != NULL ? hs_map_get(data, name) : NULL;
+    matched += v != NULL;
+    bool empty = v == NULL || v->type == HS_V_NIL ||
+                 (t != F_BOOLEAN && v->type == HS_V_STR && v->as.str.len == 0) ||
+                 (t == F_MULTI && v->type == HS_V_ARRAY && v->as.arr.len == 0);
+    if (empty) {
+      if (required) {
+        hs__field_label(L, spec, label, sizeof label);
+        switch (t) {
+          case F_BOOLEAN:
+            fail(&c, name, "Please answer %s", label);
+            break;
+          case F_PHOTO:
+            fail(&c, name, "Please take a photo for %s", label);
+            break;
+          case F_SIGNATURE:
+            fail(&c, name, "Please have the customer sign: %s", label);
+            break;
+          case F_ACK:
+            fail(&c, name, "%s: the customer must acknowledge the document before you continue",
+                 label);
+            break;
+          case F_CHOICE:
+          case F_MULTI:
+            fail(&c, name, "Please choose %s", label);
+            break;
+          case F_LOCATION:
+            fail(&c, name, "Please record the location: %s", label);
+            break;
+          default:
+            fail(&c, name, "Please fill in %s", label);
+            break;
+        }
+      }
+    } else if (check_value(&c, spec, t, name, label, v)) {
+      lua_setfield(L, out, name);
+    }
+    lua_settop(L, spec - 1);
+  }
+  /* A field the step does not have is refused, never stored. Counting the members that
+   * matched a field finds out cheaply whether there is one at all. */
+  size_t members = data != NULL && data->type == HS_V_MAP ? data->as.map.len : 0;
+  for (size_t i = 0; matched < members && i < members; i++) {
     const char *key = data->as.map.items[i].key;
     bool known = false;
     for (lua_Integer f = 1; f <= nfields && !known; f++) {
@@ -639,46 +757,6 @@ int hs__validate_fields(lua_State *L, int spec_idx, const hs_value_t *data, hs_a
     if (!known) {
       fail(&c, key, "This step has no field named '%s'", key);
     }
-  }
-  for (lua_Integer f = 1; f <= nfields; f++) {
-    lua_rawgeti(L, fields, f);
-    int spec = lua_gettop(L);
-    lua_getfield(L, spec, "name");
-    lua_getfield(L, spec, "type");
-    lua_getfield(L, spec, "required");
-    const char *name = lua_tostring(L, -3);
-    ftype_t t = lua_type(L, -2) == LUA_TSTRING ? type_of(lua_tostring(L, -2)) : F_UNKNOWN;
-    bool required = lua_toboolean(L, -1);
-    if (name == NULL) {
-      lua_settop(L, spec - 1);
-      continue;
-    }
-    char label[128];
-    hs__field_label(L, spec, label, sizeof label);
-    const hs_value_t *v = data != NULL ? hs_map_get(data, name) : NULL;
-    bool empty = v == NULL || v->type == HS_V_NIL ||
-                 (t != F_BOOLEAN && v->type == HS_V_STR && v->as.str.len == 0) ||
-                 (t == F_MULTI && v->type == HS_V_ARRAY && v->as.arr.len == 0);
-    if (empty) {
-      if (required) {
-        switch (t) {
-          case F_BOOLEAN: fail(&c, name, "Please answer %s", label); break;
-          case F_PHOTO: fail(&c, name, "Please take a photo for %s", label); break;
-          case F_SIGNATURE: fail(&c, name, "Please have the customer sign: %s", label); break;
-          case F_ACK:
-            fail(&c, name, "%s: the customer must acknowledge the document before you continue",
-                 label);
-            break;
-          case F_CHOICE:
-          case F_MULTI: fail(&c, name, "Please choose %s", label); break;
-          case F_LOCATION: fail(&c, name, "Please record the location: %s", label); break;
-          default: fail(&c, name, "Please fill in %s", label); break;
-        }
-      }
-    } else if (check_value(&c, spec, t, name, label, v)) {
-      lua_setfield(L, out, name);
-    }
-    lua_settop(L, spec - 1);
   }
   lua_settop(L, out);
   return c.oom ? HS_ENOMEM : HS_OK;

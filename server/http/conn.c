@@ -53,6 +53,7 @@ struct hs_stream {
   uint64_t start_ns;
   int status;
   bool routed;     /* req.match is set */
+  bool accept_set; /* Accept named a format; otherwise answers follow the request's format */
   bool dispatched; /* the handler has the request */
   bool answered;   /* headers submitted */
   bool body_done;  /* no more body bytes will be queued */
@@ -621,6 +622,16 @@ const char *hs_req_header(const hs_req_t *req, const char *name) {
 }
 
 int hs_req_decode_body(hs_req_t *req, hs_value_t **out) {
+  const char *ct = req->content_type;
+  if (ct[0] != '\0' && strncasecmp(ct, "application/json", 16) != 0 &&
+      strncasecmp(ct, "application/msgpack", 19) != 0 &&
+      strncasecmp(ct, "application/x-msgpack", 21) != 0) {
+    hs_req_respond_error(req, 415, "unsupported",
+                         "A body of type %.100s cannot be read here: send application/msgpack or "
+                         "application/json",
+                         ct);
+    return HS_EUNSUPPORTED;
+  }
   hs_err_t err;
   hs_err_clear(&err);
   hs_codec_limits_t lim = hs_codec_default_limits;
@@ -778,8 +789,8 @@ static void route_request(hs_stream_t *st) {
     req->query = qm + 1;
     path_len = (size_t)(qm - req->path);
   }
-  hs_router_match(w->routes, w->n_routes, w->config->debug_routes, req->method, req->path,
-                  path_len, &req->match);
+  hs_router_match(w->routes, w->n_routes, w->config->debug_routes, req->method, req->path, path_len,
+                  &req->match);
   if (qm != NULL) {
     char *p = hs_arena_strndup(&req->arena, req->path, path_len);
     if (p != NULL) {
@@ -797,6 +808,10 @@ static void dispatch(hs_stream_t *st) {
   st->dispatched = true;
   const char *ct = req->content_type;
   req->in_format = strncasecmp(ct, "application/json", 16) == 0 ? HS_FMT_JSON : HS_FMT_MSGPACK;
+  if (!st->accept_set) {
+    req->out_format =
+        req->in_format; /* no preference (absent, or any type): answer in the request format */
+  }
   if (*req->path != '/') {
     hs_req_respond_error(req, 400, "malformed", "The request path must start with '/'");
     return;
@@ -867,7 +882,10 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     /* JSON only when asked for before (or without) msgpack. */
     const char *j = memmem(value, valuelen, "application/json", 16);
     const char *m = memmem(value, valuelen, "application/msgpack", 19);
-    st->req.out_format = j != NULL && (m == NULL || j < m) ? HS_FMT_JSON : HS_FMT_MSGPACK;
+    if (j != NULL || m != NULL) {
+      st->accept_set = true;
+      st->req.out_format = j != NULL && (m == NULL || j < m) ? HS_FMT_JSON : HS_FMT_MSGPACK;
+    }
   } else if (header_is(name, namelen, "content-length")) {
     uint64_t v = 0;
     for (size_t i = 0; i < valuelen && i < 20; i++) {

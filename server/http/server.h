@@ -26,8 +26,8 @@ typedef struct hs_server_opts {
   const hs_config_t *config; /* borrowed for the whole run */
   const hs_route_t *routes;  /* borrowed for the whole run */
   size_t n_routes;
-  hs_server_main_hook on_start; /* may be NULL */
-  hs_server_main_hook on_stop;  /* may be NULL: stop what on_start began */
+  hs_server_main_hook on_start;        /* may be NULL */
+  hs_server_main_hook on_stop;         /* may be NULL: stop what on_start began */
   hs_server_worker_start worker_start; /* may be NULL */
   hs_server_worker_stop worker_stop;   /* may be NULL */
   void *hook_ctx;

@@ -21,9 +21,9 @@ struct hs_worker {
   unsigned index;
   uv_loop_t loop;
   uv_tcp_t listener;
-  uv_async_t wakeup; /* main thread -> worker: start draining */
-  uv_timer_t sweep;  /* timeouts of every connection, checked together */
-  uv_check_t flush;  /* sends what handlers answered during this loop iteration */
+  uv_async_t wakeup;     /* main thread -> worker: start draining */
+  uv_timer_t sweep;      /* timeouts of every connection, checked together */
+  uv_check_t flush;      /* sends what handlers answered during this loop iteration */
   hs_conn_t *flush_head; /* connections waiting for that (borrowed; linked via the conn) */
   uv_thread_t thread;
   int listen_fd; /* owned until handed to the listener */
@@ -35,7 +35,7 @@ struct hs_worker {
   hs_metrics_shard_t *metrics;
   void *app; /* application state for handlers (the session store); set by worker_start */
   const struct hs_server_opts *opts; /* borrowed */
-  bool stopped; /* worker_stop ran */
+  bool stopped;                      /* worker_stop ran */
 
   hs_conn_t *conns; /* owned: every open connection, doubly linked */
   unsigned n_conns;

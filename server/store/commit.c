@@ -62,13 +62,13 @@ static const char *const k_sql[HS_WRITE_KINDS] = {
         " RETURNING session_id)"
         " SELECT i FROM input WHERE session_id IN (SELECT session_id FROM f)",
 };
-static const char *const k_names[HS_WRITE_KINDS] = {
-    "hs_commit_session", "hs_commit_completion", "hs_commit_rejection", "hs_commit_feedback"};
+static const char *const k_names[HS_WRITE_KINDS] = {"hs_commit_session", "hs_commit_completion",
+                                                    "hs_commit_rejection", "hs_commit_feedback"};
 
 struct hs_write {
   hs_write_t *next;
   hs_write_kind_t kind;
-  json_t *row; /* owned until the batch is built */
+  json_t *row;    /* owned until the batch is built */
   hs_write_cb cb; /* NULL once cancelled */
   void *ctx;
   bool inserted;
@@ -81,8 +81,8 @@ typedef struct batch {
 } batch_t;
 
 struct hs_committer {
-  uv_check_t check; /* first: the committer is freed in its close callback */
-  hs_db_pool_t *pool; /* borrowed */
+  uv_check_t check;        /* first: the committer is freed in its close callback */
+  hs_db_pool_t *pool;      /* borrowed */
   hs_write_t *head, *tail; /* owned: waiting for the next transaction */
   size_t n_queued;
   batch_t *inflight; /* the transaction in flight, or NULL */
@@ -208,8 +208,8 @@ static void flush(hs_committer_t *c) {
       continue;
     }
     values[k][0] = texts[k];
-    stmts[n++] = (hs_db_stmt_t){.name = k_names[k], .sql = k_sql[k], .n_params = 1,
-                                .values = values[k]};
+    stmts[n++] =
+        (hs_db_stmt_t){.name = k_names[k], .sql = k_sql[k], .n_params = 1, .values = values[k]};
   }
   int rc = ok ? hs_db_exec(c->pool, stmts, n, on_batch_done, b, NULL) : HS_ENOMEM;
   for (int k = 0; k < HS_WRITE_KINDS; k++) {

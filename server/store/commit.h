@@ -38,8 +38,8 @@ int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_committer_t **out);
 void hs_committer_close(hs_committer_t *c);
 
 /* Queues a row (a JSON object with the columns of its kind; the reference is stolen). On
- * success cb is called exactly once, later from the loop, unless cancelled. Fails with HS_ELIMIT when too many
- * writes wait (the database is not keeping up): answer 503. */
+ * success cb is called exactly once, later from the loop, unless cancelled. Fails with HS_ELIMIT
+ * when too many writes wait (the database is not keeping up): answer 503. */
 int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, json_t *row, hs_write_cb cb,
                      void *ctx, hs_write_t **out);
 

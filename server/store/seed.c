@@ -34,8 +34,7 @@ static int exec_params(PGconn *pg, const char *sql, int n, const char *const *va
   ExecStatusType st = PQresultStatus(r);
   int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK
                ? HS_OK
-               : hs_err_set(err, HS_EIO, "deploying processes failed: %s",
-                            PQresultErrorMessage(r));
+               : hs_err_set(err, HS_EIO, "deploying processes failed: %s", PQresultErrorMessage(r));
   PQclear(r);
   return rc;
 }
@@ -71,8 +70,7 @@ int hs_seed_processes(const char *conninfo, const char *dir, const char *brand, 
   }
   if (rc == HS_OK) {
     const char *p[] = {brand};
-    rc = exec_params(pg, "INSERT INTO brands (name) VALUES ($1) ON CONFLICT DO NOTHING", 1, p,
-                     err);
+    rc = exec_params(pg, "INSERT INTO brands (name) VALUES ($1) ON CONFLICT DO NOTHING", 1, p, err);
   }
   for (size_t i = 0; i < n_names && rc == HS_OK; i++) {
     char path[4096];

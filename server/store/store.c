@@ -24,12 +24,12 @@ static const hs_codec_limits_t k_stored_limits = {
 struct hs_store {
   uv_loop_t *loop;
   const hs_config_t *cfg;
-  hs_db_pool_t *pool;         /* owned */
-  hs_committer_t *committer;  /* owned */
-  hs_strmap_t brands;            /* brand name -> id (stored in the pointer) */
-  hs_strmap_t vms;               /* brand id -> hs_vm_t* (owned) */
-  hs_strmap_t procs;             /* "brand/name/version" -> hs_process_t* (owned by their VM) */
-  hs_strmap_t lives;             /* session id -> hs_live_t* (owned) */
+  hs_db_pool_t *pool;             /* owned */
+  hs_committer_t *committer;      /* owned */
+  hs_strmap_t brands;             /* brand name -> id (stored in the pointer) */
+  hs_strmap_t vms;                /* brand id -> hs_vm_t* (owned) */
+  hs_strmap_t procs;              /* "brand/name/version" -> hs_process_t* (owned by their VM) */
+  hs_strmap_t lives;              /* session id -> hs_live_t* (owned) */
   hs_live_t *lru_head, *lru_tail; /* most recently used first */
 
   /* LISTEN connection: other workers and nodes announce committed steps. */

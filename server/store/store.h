@@ -47,9 +47,9 @@ struct hs_live {
   char contractor_id[129];
   char process[65];
   char version[65];
-  char ref[129];      /* "" when the session was started without one */
-  int64_t started_ms; /* server time of the start */
-  char outcome[65];   /* the latest outcome the script recorded, "" for none */
+  char ref[129];         /* "" when the session was started without one */
+  int64_t started_ms;    /* server time of the start */
+  char outcome[65];      /* the latest outcome the script recorded, "" for none */
   hs_process_t *proc;    /* borrowed from the store's process cache */
   hs_session_t *session; /* owned */
   bool busy;             /* a completion's commit is in flight */

@@ -186,12 +186,9 @@ static void test_error_shapes(void **state) {
   /* Every /v1 route of SPEC §4 that has not been built answers 501. A route that lands moves
    * out of this list into its own tests. */
   static const char *const v1[][2] = {
-      {"GET", "/v1/audit"},
-      {"GET", "/v1/audit/checkpoint"},
-      {"GET", "/v1/audit/key"},
-      {"GET", "/v1/content/stats?process=solar-consult"},
-      {"POST", "/v1/tokens"},
-      {"DELETE", "/v1/tokens/t1"},
+      {"GET", "/v1/audit"},     {"GET", "/v1/audit/checkpoint"},
+      {"GET", "/v1/audit/key"}, {"GET", "/v1/content/stats?process=solar-consult"},
+      {"POST", "/v1/tokens"},   {"DELETE", "/v1/tokens/t1"},
   };
   const hs_h2_header_t auth[] = {{"authorization", "Bearer test-token"}};
   for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; i++) {
@@ -276,8 +273,13 @@ static void test_echo_round_trip(void **state) {
       {"msgpack in, msgpack out", &mp, NULL, 0, "application/msgpack"},
       {"JSON in, JSON out", &js, SEND_JSON, 2, "application/json"},
       {"msgpack in, JSON out", &mp, ACCEPT_JSON, 1, "application/json"},
-      {"JSON in, msgpack out", &js, (const hs_h2_header_t[]){{"content-type", "application/json"}},
-       1, "application/msgpack"},
+      /* Without a preference the answer follows the request's format. */
+      {"JSON in, no Accept: JSON out", &js,
+       (const hs_h2_header_t[]){{"content-type", "application/json"}}, 1, "application/json"},
+      {"JSON in, msgpack asked for", &js,
+       (const hs_h2_header_t[]){{"content-type", "application/json"},
+                                {"accept", "application/msgpack"}},
+       2, "application/msgpack"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     hs_h2_response_t *r = must_request(c, "POST", "/debug/echo", cases[i].h, cases[i].nh,

@@ -45,7 +45,8 @@ typedef struct hs_test_pg {
   char dir[HS_TEST_PATH_MAX];      /* the cluster's root: data/, sock/, log */
   char data[HS_TEST_PATH_MAX];     /* the data directory */
   char sock[HS_TEST_PATH_MAX];     /* the socket directory */
-  char log[HS_TEST_PATH_MAX];      /* the server log */
+  char log[HS_TEST_PATH_MAX];      /* the server log (written by the owner) */
+  char cmd_log[HS_TEST_PATH_MAX];  /* the output of initdb, pg_ctl and the like */
   char conninfo[HS_TEST_PATH_MAX]; /* libpq conninfo of database handsel as role postgres */
   char owner[64];                  /* the OS user that runs it, "" when it is us */
   bool created;
@@ -66,7 +67,7 @@ int hs_test_pg_start(hs_test_pg_t *pg);
  * and on a zeroed struct. */
 void hs_test_pg_destroy(hs_test_pg_t *pg);
 
-/* Prints the tail of the cluster's log to stderr, to explain a failure. */
+/* Prints the tails of the cluster's logs to stderr, to explain a failure. */
 void hs_test_pg_dump_log(const hs_test_pg_t *pg, size_t max_bytes);
 
 #endif

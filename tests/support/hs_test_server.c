@@ -313,6 +313,24 @@ static int wait_healthy(hs_test_server_t *s) {
   return HS_EUNAVAIL;
 }
 
+int hs_test_server_wait_ready(hs_test_server_t *s, int timeout_ms) {
+  long long deadline = hs_test_now_ms() + timeout_ms;
+  for (;;) {
+    if (!hs_test_server_running(s)) {
+      return HS_EIO;
+    }
+    int status = 0;
+    hs_h2_get(s->port, s->tls, "/readyz", NULL, 0, 2000, &status, NULL);
+    if (status == 200) {
+      return HS_OK;
+    }
+    if (hs_test_now_ms() >= deadline) {
+      return HS_EUNAVAIL;
+    }
+    hs_test_sleep_ms(20);
+  }
+}
+
 int hs_test_server_start(hs_test_server_t *s, const hs_test_server_opts_t *opts) {
   static int serial;
   signal(SIGPIPE, SIG_IGN);

@@ -54,6 +54,11 @@ int hs_test_server_start(hs_test_server_t *s, const hs_test_server_opts_t *opts)
  * and fails the current cmocka test if the server does not come up. */
 void hs_test_server_must_start(hs_test_server_t *s, const char *const *env, bool tls);
 
+/* Polls GET /readyz until it answers 200 (the database is reachable and migrated), at most
+ * timeout_ms. Returns 0, HS_EIO when the process exited, or HS_EUNAVAIL at the deadline. Tests
+ * that use the database call it after starting a server: until then requests may get 503. */
+int hs_test_server_wait_ready(hs_test_server_t *s, int timeout_ms);
+
 /* Sends a signal; HS_EIO if the process is not running. */
 int hs_test_server_signal(hs_test_server_t *s, int sig);
 

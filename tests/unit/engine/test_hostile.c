@@ -23,23 +23,23 @@
 static const hs_engine_limits_t LIMITS = {
     .mem_cap = 16u * 1024 * 1024, .instr_budget = 2u * 1000 * 1000, .max_steps = 100};
 
-static hs_vm_t *vm_a;  /* the brand every hostile script runs in */
-static hs_vm_t *vm_b;  /* another brand, for other_brand_globals */
+static hs_vm_t *vm_a; /* the brand every hostile script runs in */
+static hs_vm_t *vm_b; /* another brand, for other_brand_globals */
 static hs_process_t *good;
 static hs_session_t *good_session;
 static int64_t good_sum;
 static int64_t good_next = 1;
 
-static const char GOOD[] =
-    "local SECRET_OF_BRAND_A = 'do not read me'\n"
-    "return process { name = 'good', title = 'Good', run = function(visit)\n"
-    "  local n = 0\n"
-    "  while true do\n"
-    "    local d = visit:step { id = 'ping', fields = { field.integer { name = 'n', required = true } } }\n"
-    "    n = n + d.n\n"
-    "    visit:outcome('sum', n .. SECRET_OF_BRAND_A:sub(1, 0))\n"
-    "  end\n"
-    "end }\n";
+static const char GOOD[] = "local SECRET_OF_BRAND_A = 'do not read me'\n"
+                           "return process { name = 'good', title = 'Good', run = function(visit)\n"
+                           "  local n = 0\n"
+                           "  while true do\n"
+                           "    local d = visit:step { id = 'ping', fields = { field.integer { "
+                           "name = 'n', required = true } } }\n"
+                           "    n = n + d.n\n"
+                           "    visit:outcome('sum', n .. SECRET_OF_BRAND_A:sub(1, 0))\n"
+                           "  end\n"
+                           "end }\n";
 
 static const char *source_dir(void) {
   const char *d = getenv("HANDSEL_SOURCE_DIR");
@@ -59,8 +59,8 @@ static void ping_good(void) {
   assert_int_equal(hs_map_add_int(&a, data, "n", good_next), HS_OK);
   hs_step_result_t res;
   hs_err_t err;
-  int rc = hs_session_complete(good_session, hs_session_seq(good_session), data, 1000, 0, &a,
-                               &res, &err);
+  int rc = hs_session_complete(good_session, hs_session_seq(good_session), data, 1000, 0, &a, &res,
+                               &err);
   if (rc != HS_OK) {
     fail_msg("the well-behaved session failed: %s", err.msg);
   }
@@ -210,6 +210,45 @@ good:
   assert_true(hs_vm_memory(vm_a) < LIMITS.mem_cap);
 }
 
+/* Memory pressure everywhere: the same process loaded and its scenarios run under every cap
+ * from tiny to comfortable, so allocation failures hit the parser, the collector, the
+ * sandbox's own C code and the engine's conversions at every point. Each must end in a clean
+ * error (or success), never a crash or an unprotected Lua error (which aborts). */
+static void test_memory_pressure(void **state) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/processes/solar-consult.lua", source_dir());
+  FILE *devnull = fopen("/dev/null", "w");
+  assert_non_null(devnull);
+  int loaded = 0, ran = 0;
+  for (size_t cap = 8 * 1024; cap <= 640 * 1024; cap += 3 * 1024) {
+    hs_engine_limits_t lim = LIMITS;
+    lim.mem_cap = cap;
+    hs_vm_t *vm = NULL;
+    hs_err_t err;
+    if (hs_vm_new("tight", &lim, &vm, &err) != HS_OK) {
+      assert_int_equal(err.code, HS_ENOMEM);
+      continue;
+    }
+    hs_process_t *p = NULL;
+    int rc = hs_process_load_file(vm, path, &p, &err);
+    if (rc == HS_OK) {
+      loaded++;
+      int passed = 0, failed = 0;
+      if (hs_process_test(p, devnull, &passed, &failed, &err) == HS_OK && failed == 0) {
+        ran++;
+      }
+    } else {
+      assert_true(rc == HS_ENOMEM || rc == HS_ELIMIT || rc == HS_ESCRIPT);
+      assert_true(strlen(err.msg) > 0);
+    }
+    hs_vm_free(vm);
+  }
+  fclose(devnull);
+  /* The range reaches caps where everything fits, so the loop is known to test both sides. */
+  assert_true(loaded > 0);
+  assert_true(ran > 0);
+}
+
 static int cmp_str(const void *x, const void *y) {
   return strcmp(*(char *const *)x, *(char *const *)y);
 }
@@ -241,13 +280,15 @@ int main(void) {
     return 1;
   }
   qsort(paths, n, sizeof *paths, cmp_str);
-  struct CMUnitTest *tests = calloc(n, sizeof *tests);
+  struct CMUnitTest *tests = calloc(n + 1, sizeof *tests);
   for (size_t i = 0; i < n; i++) {
     tests[i].name = strrchr(paths[i], '/') + 1;
     tests[i].test_func = run_case;
     tests[i].initial_state = paths[i];
   }
-  int failed = _cmocka_run_group_tests("hostile", tests, n, setup, teardown);
+  tests[n].name = "memory pressure";
+  tests[n].test_func = test_memory_pressure;
+  int failed = _cmocka_run_group_tests("hostile", tests, n + 1, setup, teardown);
   for (size_t i = 0; i < n; i++) {
     free(paths[i]);
   }

@@ -14,18 +14,21 @@
 
 static const char ALL[] =
     "return process { name = 'fields', title = 'Every field',\n"
-    "  content = { notice = { kind = 'document', title = 'Notice', uri = 'https://x/n.pdf', version = 'v2' },\n"
+    "  content = { notice = { kind = 'document', title = 'Notice', uri = 'https://x/n.pdf', "
+    "version = 'v2' },\n"
     "              clip = { kind = 'video', title = 'Clip', uri = 'https://x/c.mp4' } },\n"
     "  run = function(visit)\n"
     "    while true do\n"
     "      local d = visit:step { id = 'all', title = 'All', show = { 'clip' }, fields = {\n"
     "        field.text { name = 't', label = 'Notes', max_length = 5 },\n"
-    "        field.text { name = 'code', pattern = '%u%d%d', hint = 'a capital letter and two digits' },\n"
+    "        field.text { name = 'code', pattern = '%u%d%d', hint = 'a capital letter and two "
+    "digits' },\n"
     "        field.integer { name = 'roof_age', label = 'Roof age', min = 0, max = 120 },\n"
     "        field.number { name = 'temp', label = 'Temperature', min = 34.5, max = 43 },\n"
     "        field.boolean { name = 'ok', label = 'OK?' },\n"
     "        field.choice { name = 'c', label = 'Color', options = { 'red', 'blue' } },\n"
-    "        field.multi { name = 'm', label = 'Extras', options = { 'a', 'b', 'c' }, min = 1, max = 2 },\n"
+    "        field.multi { name = 'm', label = 'Extras', options = { 'a', 'b', 'c' }, min = 1, max "
+    "= 2 },\n"
     "        field.date { name = 'd', label = 'Day', min = '2024-01-01', max = '2024-12-31' },\n"
     "        field.photo { name = 'p', label = 'Photo' },\n"
     "        field.signature { name = 's', label = 'Signature' },\n"
@@ -40,7 +43,8 @@ static const char ALL[] =
 
 static const char REQUIRED[] =
     "return process { name = 'required', title = 'Required',\n"
-    "  content = { notice = { kind = 'document', title = 'Notice', uri = 'https://x/n.pdf', version = 'v2' } },\n"
+    "  content = { notice = { kind = 'document', title = 'Notice', uri = 'https://x/n.pdf', "
+    "version = 'v2' } },\n"
     "  run = function(visit)\n"
     "    while true do\n"
     "      visit:step { id = 'req', fields = {\n"
@@ -259,8 +263,8 @@ static void test_ack_location_rating(void **state) {
   ok("k", B(false)); /* not required here: declining is an answer */
   bad("k", S("yes"), "Notice read: the customer must acknowledge the document before you continue");
   const hs_value_t *echo = NULL;
-  assert_null(attempt(fx.s_all, "loc", M(3, "lat", F(37.7), "lon", I(-122), "accuracy", I(10)),
-                      &echo));
+  assert_null(
+      attempt(fx.s_all, "loc", M(3, "lat", F(37.7), "lon", I(-122), "accuracy", I(10)), &echo));
   assert_int_equal(echo->type, HS_V_MAP);
   assert_true(fabs(hs_map_get(echo, "lon")->as.f + 122) < 1e-9);
   bad("loc", M(3, "lat", I(91), "lon", I(0), "accuracy", I(1)),
@@ -299,7 +303,7 @@ static void test_unknown_and_shape(void **state) {
   assert_string_equal(hs_map_get(&show->as.arr.items[1], "id")->as.str.ptr, "notice");
   assert_string_equal(hs_map_get(&show->as.arr.items[1], "version")->as.str.ptr, "v2");
   const hs_value_t *fields = hs_map_get(step, "fields");
-  static const char *const order[] = {"t", "code", "roof_age", "temp", "ok", "c", "m",
+  static const char *const order[] = {"t", "code", "roof_age", "temp", "ok",  "c", "m",
                                       "d", "p",    "s",        "k",    "loc", "r", "pii_field"};
   assert_int_equal(fields->as.arr.len, 14);
   for (size_t i = 0; i < 14; i++) {
@@ -319,9 +323,8 @@ static void test_required(void **state) {
   hs_step_result_t res;
   hs_err_t err;
   hs_session_t *s = fx.s_req;
-  assert_int_equal(hs_session_complete(s, hs_session_seq(s), M(1, "t", S("")), 1, 0, &fx.a,
-                                       &res, &err),
-                   HS_OK);
+  assert_int_equal(
+      hs_session_complete(s, hs_session_seq(s), M(1, "t", S("")), 1, 0, &fx.a, &res, &err), HS_OK);
   assert_int_equal(res.status, HS_STEP_REJECTED);
   assert_int_equal(res.events->as.arr.len, 0);
   static const char *const want[][2] = {
@@ -342,9 +345,9 @@ static void test_required(void **state) {
     assert_string_equal(m->as.str.ptr, want[i][1]);
   }
   /* The validate function runs only once the C checks pass, and its messages come back. */
-  hs_value_t *good = M(9, "t", S("bad"), "i", I(1), "b", B(false), "p", EVID('1'), "s",
-                       EVID('2'), "k", B(true), "c", S("x"), "m", A(1, S("x")), "l",
-                       M(2, "lat", I(0), "lon", I(0)));
+  hs_value_t *good =
+      M(9, "t", S("bad"), "i", I(1), "b", B(false), "p", EVID('1'), "s", EVID('2'), "k", B(true),
+        "c", S("x"), "m", A(1, S("x")), "l", M(2, "lat", I(0), "lon", I(0)));
   assert_int_equal(hs_session_complete(s, hs_session_seq(s), good, 1, 0, &fx.a, &res, &err), HS_OK);
   assert_int_equal(res.status, HS_STEP_REJECTED);
   assert_string_equal(hs_map_get(res.errors, "t")->as.str.ptr, "Custom message");

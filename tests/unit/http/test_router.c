@@ -99,10 +99,8 @@ static void test_parameter_length_limit(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_literal_routes),
-      cmocka_unit_test(test_parameters),
-      cmocka_unit_test(test_method_mismatch_is_405),
-      cmocka_unit_test(test_debug_routes_hidden),
+      cmocka_unit_test(test_literal_routes),         cmocka_unit_test(test_parameters),
+      cmocka_unit_test(test_method_mismatch_is_405), cmocka_unit_test(test_debug_routes_hidden),
       cmocka_unit_test(test_parameter_length_limit),
   };
   return cmocka_run_group_tests_name("http/router", tests, NULL, NULL);

@@ -99,8 +99,8 @@ static json_t *session_row(fixture_t *f, const char *id, const char *ref) {
   return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s?, s:s, s:s, s:i, s:s}", "id", id, "brand_id",
                    (json_int_t)f->brand_id, "process", "p", "version",
                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-                   "contractor_id", "sam", "ref", ref, "customer", "gA==", "contractor", "gA==",
-                   "seed", 1, "events", "kA==");
+                   "contractor_id", "sam", "ref", ref, "customer", "gA==", "contractor",
+                   "gA==", "seed", 1, "events", "kA==");
 }
 
 static void test_writes_during_a_commit_share_the_next(void **state) {
@@ -113,16 +113,16 @@ static void test_writes_during_a_commit_share_the_next(void **state) {
   hs_committer_stats(f->c, &before);
   f->done = f->ok = f->inserted = 0;
   /* One write goes out at the end of this loop iteration... */
-  assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, ids[0], NULL),
-                                    on_write, f, NULL),
-                   HS_OK);
+  assert_int_equal(
+      hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, ids[0], NULL), on_write, f, NULL),
+      HS_OK);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_int_equal(f->done, 0); /* not before its commit */
   /* ...and fifty more arrive while it is in flight. */
   for (int i = 1; i < 51; i++) {
-    assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, ids[i], NULL),
-                                      on_write, f, NULL),
-                     HS_OK);
+    assert_int_equal(
+        hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, ids[i], NULL), on_write, f, NULL),
+        HS_OK);
   }
   while (f->done < 51) {
     uv_run(&f->loop, UV_RUN_ONCE);
@@ -150,15 +150,12 @@ static void test_a_conflict_does_not_fail_its_batch(void **state) {
   /* b repeats a's ref for the same contractor: the unique ref index skips it. */
   char ref[48];
   snprintf(ref, sizeof ref, "ref-%s", a);
-  assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, a, ref), on_write, f,
-                                    NULL),
-                   HS_OK);
-  assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, b, ref), on_write, f,
-                                    NULL),
-                   HS_OK);
-  assert_int_equal(hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, c, NULL), on_write, f,
-                                    NULL),
-                   HS_OK);
+  assert_int_equal(
+      hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, a, ref), on_write, f, NULL), HS_OK);
+  assert_int_equal(
+      hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, b, ref), on_write, f, NULL), HS_OK);
+  assert_int_equal(
+      hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, c, NULL), on_write, f, NULL), HS_OK);
   while (f->done < 3) {
     uv_run(&f->loop, UV_RUN_ONCE);
   }
