@@ -30,8 +30,9 @@ struct sop {
   hs_principal_t who;
   char id[40];
   uint32_t seq;
-  const hs_value_t *data; /* completion data, in the request's arena */
-  char at[40];            /* device time as sent (RFC 3339), "" when absent */
+  const hs_value_t *data;   /* completion data, in the request's arena */
+  const hs_value_t *answer; /* the prepared answer of a completion, in the request's arena */
+  char at[40];              /* device time as sent (RFC 3339), "" when absent */
   int64_t at_ms;
   hs_load_t *load;  /* a session load in flight */
   hs_db_job_t *job; /* a read in flight */
@@ -368,20 +369,26 @@ static void start_new(sop_t *op, const char *version, const char *source, size_t
   }
   live->started_ms = now;
   live->proc = p;
+  live->evidence = hs_step_needs_evidence(res.step);
 
-  json_t *row = json_pack(
-      "{s:s, s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o}", "id", op->id, "brand_id",
-      (json_int_t)op->who.brand_id, "process", op->process, "version", version, "contractor_id",
-      op->who.subject, "ref", op->ref[0] != '\0' ? json_string(op->ref) : json_null(), "customer",
-      hs_json_msgpack_b64(customer), "contractor", hs_json_msgpack_b64(contractor), "seed",
-      (json_int_t)seed, "events", hs_json_msgpack_b64(res.events));
-  if (row == NULL) {
-    hs_api_unavailable(req, "out of memory");
-    sop_done(op);
-    return;
-  }
-  rc = hs_commit_submit(hs_store_committer(op->store), HS_WRITE_SESSION, row, on_session_committed,
+  hs_row_t row;
+  hs_row_init(&row);
+  hs_row_str(&row, "id", op->id);
+  hs_row_int(&row, "brand_id", op->who.brand_id);
+  hs_row_str(&row, "process", op->process);
+  hs_row_str(&row, "version", version);
+  hs_row_str(&row, "contractor_id", op->who.subject);
+  hs_row_str(&row, "ref", op->ref[0] != '\0' ? op->ref : NULL);
+  hs_row_msgpack(&row, "customer", customer);
+  hs_row_msgpack(&row, "contractor", contractor);
+  hs_row_int(&row, "seed", (int64_t)seed);
+  hs_row_msgpack(&row, "events", res.events);
+  /* The row's start time is the engine's, so every copy of the session, replayed or not, says
+   * the same started_at. */
+  hs_row_int(&row, "started_ms", now);
+  rc = hs_commit_submit(hs_store_committer(op->store), HS_WRITE_SESSION, &row, on_session_committed,
                         op, NULL);
+  hs_row_free(&row);
   if (rc != HS_OK) {
     hs_api_unavailable(req, rc == HS_ELIMIT ? "too many writes are waiting" : "not connected");
     sop_done(op);
@@ -531,21 +538,13 @@ void hs_api_session_start(hs_req_t *req) {
 
 static void complete_stored(sop_t *op);
 
-/* The digest that tells a retry of a completion from a different one. */
-static int completion_digest(sop_t *op, uint8_t out[32]) {
-  hs_arena_t *a = &op->req->arena;
-  hs_value_t *v = hs_value_new_map(a, 2);
-  if (v == NULL || hs_map_add(a, v, "data", op->data) == NULL ||
-      hs_map_add_str(a, v, "at", op->at) != HS_OK) {
-    return HS_ENOMEM;
-  }
-  hs_buf_t b;
-  hs_buf_init(&b, 0);
-  int rc = hs_msgpack_encode(v, &b);
+/* The digest that tells a retry of a completion from a different one: the data as msgpack,
+ * then the device time as sent. */
+static int completion_digest(sop_t *op, hs_buf_t *data_mp, uint8_t out[32]) {
+  int rc = hs_msgpack_encode(op->data, data_mp);
   if (rc == HS_OK) {
-    hs_sha256(b.data, b.len, out);
+    hs_sha256_2(data_mp->data, data_mp->len, op->at, strlen(op->at), out);
   }
-  hs_buf_free(&b);
   return rc;
 }
 
@@ -564,7 +563,7 @@ static void on_rejection_committed(void *ctx, int status, bool inserted) {
   }
   /* The answer was prepared before the commit; it is in op->req->data's arena. */
   hs_req_t *req = op->req;
-  const hs_value_t *answer = op->data;
+  const hs_value_t *answer = op->answer;
   sop_done(op);
   hs_req_respond(req, 422, answer);
 }
@@ -578,7 +577,7 @@ static void on_completion_committed(void *ctx, int status, bool inserted) {
     hs_store_live_changed(live);
     if (op->req != NULL) {
       hs_req_t *req = op->req;
-      const hs_value_t *answer = op->data;
+      const hs_value_t *answer = op->answer;
       sop_done(op);
       hs_req_respond(req, 200, answer);
     } else {
@@ -622,7 +621,11 @@ static void on_stored_read(void *ctx, const hs_db_result_t *res) {
   }
   uint8_t digest[32];
   char hex[65];
-  if (completion_digest(op, digest) != HS_OK) {
+  hs_buf_t data_mp;
+  hs_buf_init(&data_mp, 0);
+  int drc = completion_digest(op, &data_mp, digest);
+  hs_buf_free(&data_mp);
+  if (drc != HS_OK) {
     hs_api_unavailable(req, "out of memory");
     sop_done(op);
     return;
@@ -668,8 +671,8 @@ static void complete_stored(sop_t *op) {
   }
 }
 
-static json_t *time_or_null(const char *at) {
-  return at[0] != '\0' ? json_string(at) : json_null();
+static const char *time_or_null(const char *at) {
+  return at[0] != '\0' ? at : NULL;
 }
 
 static void complete_checked(sop_t *op, hs_live_t *live);
@@ -733,6 +736,10 @@ static void complete_with_live(sop_t *op, hs_live_t *live) {
                          "Step %u is not the current step: the session is at step %u", op->seq,
                          cur);
     sop_done(op);
+    return;
+  }
+  if (!live->evidence) {
+    complete_checked(op, live);
     return;
   }
   hs_value_t *step = NULL;
@@ -808,7 +815,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
   uint8_t digest[32];
   hs_buf_t data_mp;
   hs_buf_init(&data_mp, 0);
-  if (completion_digest(op, digest) != HS_OK || hs_msgpack_encode(op->data, &data_mp) != HS_OK) {
+  if (completion_digest(op, &data_mp, digest) != HS_OK) {
     hs_buf_free(&data_mp);
     hs_api_unavailable(req, "out of memory");
     sop_done(op);
@@ -830,7 +837,8 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     rc = hs_session_complete(live->session, op->seq, op->data, hs_time_now_ms(), op->at_ms, a, &res,
                              &err);
   }
-  json_t *row = NULL;
+  hs_row_t row;
+  hs_row_init(&row);
   hs_write_kind_t kind;
   if (rc != HS_OK) {
     hs_buf_free(&data_mp);
@@ -868,14 +876,19 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
       sop_done(op);
       return;
     }
-    op->data = answer;
+    op->answer = answer;
     kind = HS_WRITE_REJECTION;
-    row = json_pack("{s:s, s:I, s:o, s:I, s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "session_id",
-                    live->id, "seq", (json_int_t)op->seq, "device_time", time_or_null(op->at),
-                    "brand_id", (json_int_t)live->brand_id, "process", live->process, "version",
-                    live->version, "step_id", step_id, "contractor_id", live->contractor_id,
-                    "errors", hs_json_msgpack_b64(res.errors), "data_digest",
-                    hs_json_b64(data_digest, 32), "data", hs_json_b64(data_mp.data, data_mp.len));
+    hs_row_str(&row, "session_id", live->id);
+    hs_row_int(&row, "seq", op->seq);
+    hs_row_str(&row, "device_time", time_or_null(op->at));
+    hs_row_int(&row, "brand_id", live->brand_id);
+    hs_row_str(&row, "process", live->process);
+    hs_row_str(&row, "version", live->version);
+    hs_row_str(&row, "step_id", step_id);
+    hs_row_str(&row, "contractor_id", live->contractor_id);
+    hs_row_msgpack(&row, "errors", res.errors);
+    hs_row_bytes(&row, "data_digest", data_digest, 32);
+    hs_row_bytes(&row, "data", data_mp.data, data_mp.len);
   } else {
     hs_value_t nil = {.type = HS_V_NIL};
     hs_value_t *answer = hs_value_new_map(a, 2);
@@ -890,38 +903,42 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     if (res.outcome != NULL) {
       snprintf(live->outcome, sizeof live->outcome, "%s", res.outcome);
     }
-    op->data = answer;
+    live->evidence = hs_step_needs_evidence(res.step);
+    op->answer = answer;
     op->live = live;
     live->busy = true;
     kind = HS_WRITE_COMPLETION;
-    row = json_pack("{s:s, s:I, s:o, s:o, s:o, s:b, s:o, s:I, s:s, s:s, s:s, s:s, s:o, s:o}",
-                    "session_id", live->id, "seq", (json_int_t)op->seq, "digest",
-                    hs_json_b64(digest, 32), "response", hs_json_msgpack_b64(answer), "events",
-                    hs_json_msgpack_b64(res.events), "ended", res.status == HS_STEP_ENDED,
-                    "device_time", time_or_null(op->at), "brand_id", (json_int_t)live->brand_id,
-                    "process", live->process, "version", live->version, "step_id", step_id,
-                    "contractor_id", live->contractor_id, "data_digest",
-                    hs_json_b64(data_digest, 32), "data", hs_json_b64(data_mp.data, data_mp.len));
+    hs_row_str(&row, "session_id", live->id);
+    hs_row_int(&row, "seq", op->seq);
+    hs_row_bytes(&row, "digest", digest, 32);
+    hs_row_msgpack(&row, "response", answer);
+    hs_row_msgpack(&row, "events", res.events);
+    hs_row_bool(&row, "ended", res.status == HS_STEP_ENDED);
+    hs_row_str(&row, "device_time", time_or_null(op->at));
+    hs_row_int(&row, "brand_id", live->brand_id);
+    hs_row_str(&row, "process", live->process);
+    hs_row_str(&row, "version", live->version);
+    hs_row_str(&row, "step_id", step_id);
+    hs_row_str(&row, "contractor_id", live->contractor_id);
+    hs_row_bytes(&row, "data_digest", data_digest, 32);
+    hs_row_bytes(&row, "data", data_mp.data, data_mp.len);
   }
   hs_buf_free(&data_mp);
-  if (row == NULL) {
-    if (kind == HS_WRITE_COMPLETION) {
-      live->busy = false;
-      hs_store_live_drop(op->store, live);
-    }
-    hs_api_unavailable(req, "out of memory");
-    sop_done(op);
-    return;
-  }
   rc = hs_commit_submit(
-      hs_store_committer(op->store), kind, row,
+      hs_store_committer(op->store), kind, &row,
       kind == HS_WRITE_COMPLETION ? on_completion_committed : on_rejection_committed, op, NULL);
+  hs_row_free(&row);
   if (rc != HS_OK) {
     if (kind == HS_WRITE_COMPLETION) {
       live->busy = false;
-      hs_store_live_drop(op->store, live);
+      hs_store_live_drop(op->store, live); /* the engine moved on; the record did not */
     }
-    hs_api_unavailable(req, rc == HS_ELIMIT ? "too many writes are waiting" : "not connected");
+    if (rc == HS_EINVAL) {
+      /* Only text that is not UTF-8 gets here (the codec let no such body in). */
+      hs_req_respond_error(req, 400, "malformed", "The completion holds text that is not UTF-8");
+    } else {
+      hs_api_unavailable(req, rc == HS_ELIMIT ? "too many writes are waiting" : "not connected");
+    }
     sop_done(op);
     return;
   }
@@ -1150,18 +1167,18 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
                          MAX_FEEDBACK_COMMENT);
     return;
   }
-  json_t *jtags = json_array();
+  const char *tag_list[MAX_TAGS];
+  size_t n_tags = 0;
   if (tags != NULL && tags->type != HS_V_NIL) {
     bool ok = tags->type == HS_V_ARRAY && tags->as.arr.len <= MAX_TAGS;
     for (size_t i = 0; ok && i < tags->as.arr.len; i++) {
       const hs_value_t *t = &tags->as.arr.items[i];
       ok = t->type == HS_V_STR && t->as.str.len > 0 && t->as.str.len <= MAX_TAG;
       if (ok) {
-        json_array_append_new(jtags, json_string(t->as.str.ptr));
+        tag_list[n_tags++] = t->as.str.ptr;
       }
     }
     if (!ok) {
-      json_decref(jtags);
       hs_req_respond_error(req, 400, "malformed",
                            "\"tags\" must be a list of at most %d words of 1 to %d bytes", MAX_TAGS,
                            MAX_TAG);
@@ -1170,31 +1187,33 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
   }
   bool has_rating = rating != NULL && rating->type == HS_V_INT;
   bool has_comment = comment != NULL && comment->type == HS_V_STR;
-  if (!has_rating && !has_comment && json_array_size(jtags) == 0) {
-    json_decref(jtags);
+  if (!has_rating && !has_comment && n_tags == 0) {
     hs_req_respond_error(req, 400, "malformed",
                          "Feedback needs at least one of \"rating\", \"comment\" or \"tags\"");
     return;
   }
   sop_t *op = sop_new(req, who);
   if (op == NULL) {
-    json_decref(jtags);
     return;
   }
   if (!take_session_id(req, op)) {
-    json_decref(jtags);
     sop_done(op);
     return;
   }
-  json_t *row = json_pack(
-      "{s:I, s:s, s:o, s:s, s:o, s:o, s:o}", "brand_id", (json_int_t)who->brand_id, "session_id",
-      op->id, "contractor_id",
-      who->role == HS_ROLE_CONTRACTOR ? json_string(who->subject) : json_null(), "source",
-      from->as.str.ptr, "rating", has_rating ? json_integer(rating->as.i) : json_null(), "comment",
-      has_comment ? json_string(comment->as.str.ptr) : json_null(), "tags", jtags);
-  int rc = row != NULL ? hs_commit_submit(hs_store_committer(op->store), HS_WRITE_FEEDBACK, row,
-                                          on_feedback_committed, op, NULL)
-                       : HS_ENOMEM;
+  hs_row_t row;
+  hs_row_init(&row);
+  hs_row_int(&row, "brand_id", who->brand_id);
+  hs_row_str(&row, "session_id", op->id);
+  hs_row_str(&row, "contractor_id", who->role == HS_ROLE_CONTRACTOR ? who->subject : NULL);
+  hs_row_str(&row, "source", from->as.str.ptr);
+  if (has_rating) {
+    hs_row_int(&row, "rating", rating->as.i);
+  }
+  hs_row_str(&row, "comment", has_comment ? comment->as.str.ptr : NULL);
+  hs_row_strs(&row, "tags", tag_list, n_tags);
+  int rc = hs_commit_submit(hs_store_committer(op->store), HS_WRITE_FEEDBACK, &row,
+                            on_feedback_committed, op, NULL);
+  hs_row_free(&row);
   if (rc != HS_OK) {
     hs_api_unavailable(req, "the database is unavailable");
     sop_done(op);

@@ -64,6 +64,10 @@ int hs_msgpack_encode(const hs_value_t *v, hs_buf_t *out);
 int hs_json_encode(const hs_value_t *v, hs_buf_t *out);
 int hs_codec_encode(hs_format_t fmt, const hs_value_t *v, hs_buf_t *out);
 
+/* Appends s[0..n) as a JSON string literal (quoted, escaped). HS_EINVAL when it is not valid
+ * UTF-8: nothing a peer sent can make the JSON invalid. */
+int hs_json_put_string(hs_buf_t *out, const char *s, size_t n);
+
 /* Appends one frame of a streamed response: msgpack objects are simply concatenated; JSON
  * frames are NDJSON (the encoding followed by "\n"). */
 int hs_codec_encode_frame(hs_format_t fmt, const hs_value_t *v, hs_buf_t *out);

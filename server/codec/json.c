@@ -383,7 +383,7 @@ int hs_json_decode(const char *buf, size_t len, const hs_codec_limits_t *lim, hs
 
 /* --- encoding ---------------------------------------------------------------------------- */
 
-static int put_string(hs_buf_t *out, const char *p, size_t n) {
+int hs_json_put_string(hs_buf_t *out, const char *p, size_t n) {
   if (hs_utf8_check((const uint8_t *)p, n) != n) {
     return HS_EINVAL;
   }
@@ -489,7 +489,7 @@ static int encode(const hs_value_t *v, hs_buf_t *out, unsigned depth) {
     case HS_V_FLOAT:
       return put_float(out, v->as.f);
     case HS_V_STR:
-      return put_string(out, v->as.str.ptr, v->as.str.len);
+      return hs_json_put_string(out, v->as.str.ptr, v->as.str.len);
     case HS_V_BIN:
       return put_bin(out, (const uint8_t *)v->as.str.ptr, v->as.str.len);
     case HS_V_ARRAY: {
@@ -518,7 +518,7 @@ static int encode(const hs_value_t *v, hs_buf_t *out, unsigned depth) {
           rc = hs_buf_append(out, ",", 1);
         }
         if (rc == HS_OK) {
-          rc = put_string(out, m->key, m->key_len);
+          rc = hs_json_put_string(out, m->key, m->key_len);
         }
         if (rc == HS_OK) {
           rc = hs_buf_append(out, ":", 1);

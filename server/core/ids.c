@@ -47,6 +47,17 @@ void hs_sha256(const void *p, size_t n, uint8_t out[32]) {
   EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
 }
 
+void hs_sha256_2(const void *p1, size_t n1, const void *p2, size_t n2, uint8_t out[32]) {
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  unsigned int len = 32;
+  if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+      EVP_DigestUpdate(ctx, p1, n1) != 1 || EVP_DigestUpdate(ctx, p2, n2) != 1 ||
+      EVP_DigestFinal_ex(ctx, out, &len) != 1) {
+    memset(out, 0, 32); /* only on allocation failure; the digest then matches nothing real */
+  }
+  EVP_MD_CTX_free(ctx);
+}
+
 void hs_hex(const uint8_t *p, size_t n, char *out) {
   static const char digits[] = "0123456789abcdef";
   for (size_t i = 0; i < n; i++) {

@@ -17,6 +17,8 @@ int hs_random_u64(uint64_t *out);
 
 /* SHA-256 of p[0..n) into out. */
 void hs_sha256(const void *p, size_t n, uint8_t out[32]);
+/* SHA-256 of two pieces, as if concatenated (no copy). */
+void hs_sha256_2(const void *p1, size_t n1, const void *p2, size_t n2, uint8_t out[32]);
 /* Lower-case hex of n bytes into out (2n+1 bytes with the NUL). */
 void hs_hex(const uint8_t *p, size_t n, char *out);
 /* True if s is exactly n lower-case hex digits. */

@@ -433,7 +433,9 @@ static int visit_outcome(lua_State *L) {
     return luaL_error(L, "visit:outcome: the name must be 1 to %d characters", (int)ID_MAX);
   }
   if (s->replaying) {
-    return 0; /* an output: recorded the first time, recomputed now */
+    /* An output: recorded the first time, recomputed now. */
+    s->outcome = hs_arena_strndup(s->arena, name, len);
+    return 0;
   }
   hs_value_t *e = new_event(L, s, "outcome");
   if (hs_map_add_str(s->arena, e, "name", name) != HS_OK) {

@@ -1,7 +1,11 @@
 #include "store/commit.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "codec/codec.h"
 
 enum {
   MAX_BATCH = 1024,   /* writes in one transaction */
@@ -15,11 +19,12 @@ static const char *const k_sql[HS_WRITE_KINDS] = {
         "WITH input AS ("
         " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, id text, brand_id bigint,"
         " process text, version text, contractor_id text, ref text, customer text,"
-        " contractor text, seed bigint, events text)),"
+        " contractor text, seed bigint, events text, started_ms bigint)),"
         " s AS (INSERT INTO sessions (id, brand_id, process, version, contractor_id, ref,"
-        " customer, contractor, seed, events)"
+        " customer, contractor, seed, events, created_at)"
         " SELECT id, brand_id, process, version, contractor_id, ref, decode(customer, 'base64'),"
-        " decode(contractor, 'base64'), seed, decode(events, 'base64')"
+        " decode(contractor, 'base64'), seed, decode(events, 'base64'),"
+        " coalesce(to_timestamp(started_ms / 1000.0), now())"
         " FROM input ON CONFLICT DO NOTHING RETURNING id)"
         " SELECT i FROM input JOIN s USING (id)",
     [HS_WRITE_COMPLETION] =
@@ -37,7 +42,10 @@ static const char *const k_sql[HS_WRITE_KINDS] = {
         " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
         " device_time, 'accepted', NULL, decode(data_digest, 'base64'), decode(data, 'base64')"
         " FROM input JOIN c USING (session_id, seq)),"
-        " n AS (SELECT pg_notify('handsel_session', session_id || ' ' || seq) FROM c)"
+        /* One notification per 100 completions, not one each: a payload stays under the
+           8000-byte limit, and the listeners' work shrinks with the batch. */
+        " n AS (SELECT pg_notify('handsel_session', string_agg(session_id || ' ' || seq, ','))"
+        " FROM (SELECT session_id, seq, (row_number() OVER ()) / 100 AS g FROM c) x GROUP BY g)"
         " SELECT i FROM input JOIN c USING (session_id, seq) WHERE (SELECT count(*) FROM n) >= 0",
     [HS_WRITE_REJECTION] =
         "WITH input AS ("
@@ -68,7 +76,7 @@ static const char *const k_names[HS_WRITE_KINDS] = {"hs_commit_session", "hs_com
 struct hs_write {
   hs_write_t *next;
   hs_write_kind_t kind;
-  json_t *row;    /* owned until the batch is built */
+  hs_buf_t row;   /* owned: the row's members as JSON text */
   hs_write_cb cb; /* NULL once cancelled */
   void *ctx;
   bool inserted;
@@ -76,8 +84,8 @@ struct hs_write {
 
 typedef struct batch {
   hs_committer_t *c;
-  hs_write_t *items[MAX_BATCH]; /* owned */
   size_t n;
+  hs_write_t *items[]; /* owned: n of them */
 } batch_t;
 
 struct hs_committer {
@@ -114,7 +122,7 @@ static void finish(hs_write_t *w, int status) {
   if (w->cb != NULL) {
     w->cb(w->ctx, status, w->inserted);
   }
-  json_decref(w->row);
+  hs_buf_free(&w->row);
   free(w);
 }
 
@@ -171,49 +179,48 @@ static void flush(hs_committer_t *c) {
   if (c->inflight != NULL || c->head == NULL) {
     return;
   }
-  batch_t *b = calloc(1, sizeof *b);
-  json_t *arrays[HS_WRITE_KINDS] = {0};
+  size_t cap = c->n_queued < MAX_BATCH ? c->n_queued : MAX_BATCH;
+  batch_t *b = malloc(sizeof *b + cap * sizeof b->items[0]);
   if (b == NULL) {
     return;
   }
   b->c = c;
-  while (c->head != NULL && b->n < MAX_BATCH) {
+  b->n = 0;
+  hs_buf_t arrays[HS_WRITE_KINDS];
+  for (int k = 0; k < HS_WRITE_KINDS; k++) {
+    hs_buf_init(&arrays[k], 0);
+  }
+  int rc = HS_OK;
+  while (c->head != NULL && b->n < cap) {
     hs_write_t *w = c->head;
     c->head = w->next;
     c->n_queued--;
     w->next = NULL;
-    json_object_set_new(w->row, "i", json_integer((json_int_t)b->n));
-    if (arrays[w->kind] == NULL) {
-      arrays[w->kind] = json_array();
-    }
-    json_array_append(arrays[w->kind], w->row);
+    hs_buf_t *a = &arrays[w->kind];
+    rc |= hs_buf_printf(a, "%s{\"i\":%zu%s", a->len == 0 ? "[" : ",", b->n,
+                        w->row.len > 0 ? "," : "");
+    rc |= hs_buf_append(a, w->row.data, w->row.len);
+    rc |= hs_buf_append(a, "}", 1);
     b->items[b->n++] = w;
   }
   if (c->head == NULL) {
     c->tail = NULL;
   }
   hs_db_stmt_t stmts[HS_WRITE_KINDS];
-  char *texts[HS_WRITE_KINDS] = {0};
   const char *values[HS_WRITE_KINDS][1];
   size_t n = 0;
-  bool ok = true;
   for (int k = 0; k < HS_WRITE_KINDS; k++) {
-    if (arrays[k] == NULL) {
+    if (arrays[k].len == 0) {
       continue;
     }
-    texts[k] = json_dumps(arrays[k], JSON_COMPACT);
-    json_decref(arrays[k]);
-    if (texts[k] == NULL) {
-      ok = false;
-      continue;
-    }
-    values[k][0] = texts[k];
+    rc |= hs_buf_append(&arrays[k], "]", 2); /* with the NUL libpq wants */
+    values[k][0] = (const char *)arrays[k].data;
     stmts[n++] =
         (hs_db_stmt_t){.name = k_names[k], .sql = k_sql[k], .n_params = 1, .values = values[k]};
   }
-  int rc = ok ? hs_db_exec(c->pool, stmts, n, on_batch_done, b, NULL) : HS_ENOMEM;
+  rc = rc == HS_OK ? hs_db_exec(c->pool, stmts, n, on_batch_done, b, NULL) : HS_ENOMEM;
   for (int k = 0; k < HS_WRITE_KINDS; k++) {
-    free(texts[k]);
+    hs_buf_free(&arrays[k]);
   }
   if (rc == HS_OK) {
     c->inflight = b;
@@ -227,23 +234,102 @@ static void flush(hs_committer_t *c) {
    * one outage into a burst of errors with no new information. */
 }
 
-int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, json_t *row, hs_write_cb cb,
+/* ------------------------------------------------------------ rows */
+
+void hs_row_init(hs_row_t *r) {
+  hs_buf_init(&r->text, 0);
+  r->rc = HS_OK;
+}
+
+void hs_row_free(hs_row_t *r) {
+  hs_buf_free(&r->text);
+}
+
+/* Starts a member: a comma after the previous one, then the key (a literal: never escaped). */
+static bool row_key(hs_row_t *r, const char *key) {
+  if (r->rc != HS_OK) {
+    return false;
+  }
+  r->rc = hs_buf_printf(&r->text, "%s\"%s\":", r->text.len > 0 ? "," : "", key);
+  return r->rc == HS_OK;
+}
+
+void hs_row_str(hs_row_t *r, const char *key, const char *s) {
+  if (row_key(r, key)) {
+    r->rc = s != NULL ? hs_json_put_string(&r->text, s, strlen(s)) : hs_buf_puts(&r->text, "null");
+  }
+}
+
+void hs_row_int(hs_row_t *r, const char *key, int64_t v) {
+  if (row_key(r, key)) {
+    r->rc = hs_buf_printf(&r->text, "%" PRId64, v);
+  }
+}
+
+void hs_row_bool(hs_row_t *r, const char *key, bool v) {
+  if (row_key(r, key)) {
+    r->rc = hs_buf_puts(&r->text, v ? "true" : "false");
+  }
+}
+
+void hs_row_bytes(hs_row_t *r, const char *key, const void *p, size_t n) {
+  if (row_key(r, key)) {
+    /* base64 needs no escaping */
+    r->rc = hs_buf_append(&r->text, "\"", 1);
+    r->rc = r->rc == HS_OK ? hs_base64_encode(p, n, &r->text) : r->rc;
+    r->rc = r->rc == HS_OK ? hs_buf_append(&r->text, "\"", 1) : r->rc;
+  }
+}
+
+void hs_row_msgpack(hs_row_t *r, const char *key, const hs_value_t *v) {
+  if (r->rc != HS_OK) {
+    return;
+  }
+  hs_buf_t mp;
+  hs_buf_init(&mp, 0);
+  int rc = hs_msgpack_encode(v, &mp);
+  if (rc == HS_OK) {
+    hs_row_bytes(r, key, mp.data, mp.len);
+  } else {
+    r->rc = rc;
+  }
+  hs_buf_free(&mp);
+}
+
+void hs_row_strs(hs_row_t *r, const char *key, const char *const *items, size_t n) {
+  if (!row_key(r, key)) {
+    return;
+  }
+  r->rc = hs_buf_append(&r->text, "[", 1);
+  for (size_t i = 0; r->rc == HS_OK && i < n; i++) {
+    if (i > 0) {
+      r->rc = hs_buf_append(&r->text, ",", 1);
+    }
+    if (r->rc == HS_OK) {
+      r->rc = hs_json_put_string(&r->text, items[i], strlen(items[i]));
+    }
+  }
+  r->rc = r->rc == HS_OK ? hs_buf_append(&r->text, "]", 1) : r->rc;
+}
+
+int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, hs_row_t *row, hs_write_cb cb,
                      void *ctx, hs_write_t **out) {
+  if (row->rc != HS_OK) {
+    return row->rc;
+  }
   if (c->n_queued >= MAX_QUEUED) {
-    json_decref(row);
     return HS_ELIMIT;
   }
   if (!hs_db_pool_ready(c->pool)) {
-    json_decref(row);
     return HS_EUNAVAIL;
   }
   hs_write_t *w = calloc(1, sizeof *w);
   if (w == NULL) {
-    json_decref(row);
     return HS_ENOMEM;
   }
   w->kind = kind;
-  w->row = row;
+  w->row = row->text; /* the text moves to the write */
+  hs_buf_init(&row->text, 0);
   w->cb = cb;
   w->ctx = ctx;
   if (c->tail != NULL) {

@@ -9,9 +9,11 @@
 #ifndef HS_STORE_COMMIT_H
 #define HS_STORE_COMMIT_H
 
-#include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
+#include "codec/value.h"
+#include "core/buf.h"
 #include "db/pool.h"
 
 typedef enum hs_write_kind {
@@ -37,10 +39,28 @@ int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_committer_t **out);
  * A transaction in flight still calls back when the pool finishes it (close the pool after). */
 void hs_committer_close(hs_committer_t *c);
 
-/* Queues a row (a JSON object with the columns of its kind; the reference is stolen). On
- * success cb is called exactly once, later from the loop, unless cancelled. Fails with HS_ELIMIT
- * when too many writes wait (the database is not keeping up): answer 503. */
-int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, json_t *row, hs_write_cb cb,
+/* One row: the members of a JSON object, written as they are added. Every string is checked
+ * to be UTF-8, so one bad value can only fail its own row, never the batch it would join. The
+ * first failure sticks in rc and later additions do nothing. */
+typedef struct hs_row {
+  hs_buf_t text; /* owned: `"key":value,...` without braces */
+  int rc;        /* HS_OK, HS_EINVAL (not UTF-8) or HS_ENOMEM */
+} hs_row_t;
+
+void hs_row_init(hs_row_t *r);
+void hs_row_free(hs_row_t *r);
+void hs_row_str(hs_row_t *r, const char *key, const char *s); /* s NULL: null */
+void hs_row_int(hs_row_t *r, const char *key, int64_t v);
+void hs_row_bool(hs_row_t *r, const char *key, bool v);
+void hs_row_bytes(hs_row_t *r, const char *key, const void *p, size_t n); /* as base64 */
+void hs_row_msgpack(hs_row_t *r, const char *key, const hs_value_t *v);   /* base64 of msgpack */
+void hs_row_strs(hs_row_t *r, const char *key, const char *const *items, size_t n); /* [..] */
+
+/* Queues a row with the columns of its kind, taking its text (the row is left empty and may
+ * be freed or reused). On success cb is called exactly once, later from the loop, unless
+ * cancelled. Fails with the row's own rc when building it failed, and with HS_ELIMIT when too
+ * many writes wait (the database is not keeping up): answer 503. */
+int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, hs_row_t *row, hs_write_cb cb,
                      void *ctx, hs_write_t **out);
 
 /* The request that waited is gone: cb will not be called. The write itself still happens. */

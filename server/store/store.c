@@ -39,32 +39,6 @@ struct hs_store {
   bool listening;
 };
 
-/* ------------------------------------------------------------ JSON helpers */
-
-json_t *hs_json_b64(const void *p, size_t n) {
-  hs_buf_t b;
-  hs_buf_init(&b, 0);
-  if (hs_base64_encode(p, n, &b) != HS_OK) {
-    hs_buf_free(&b);
-    return NULL;
-  }
-  json_t *j = json_stringn_nocheck(b.len > 0 ? (const char *)b.data : "", b.len);
-  hs_buf_free(&b);
-  return j;
-}
-
-json_t *hs_json_msgpack_b64(const hs_value_t *v) {
-  hs_buf_t b;
-  hs_buf_init(&b, 0);
-  if (hs_msgpack_encode(v, &b) != HS_OK) {
-    hs_buf_free(&b);
-    return NULL;
-  }
-  json_t *j = hs_json_b64(b.data, b.len);
-  hs_buf_free(&b);
-  return j;
-}
-
 /* ------------------------------------------------------------ LISTEN */
 
 static void listen_reset(hs_store_t *s) {
@@ -80,11 +54,11 @@ static void listen_reset(hs_store_t *s) {
   s->listening = false;
 }
 
-static void on_notify(hs_store_t *s, const char *payload) {
+static void on_notify_one(hs_store_t *s, const char *item) {
   /* "<session id> <seq>": the session committed step seq somewhere. */
   char id[40];
   unsigned seq = 0;
-  if (sscanf(payload, "%39s %u", id, &seq) != 2) {
+  if (sscanf(item, "%39s %u", id, &seq) != 2) {
     return;
   }
   hs_live_t *live = hs_strmap_get(&s->lives, id);
@@ -101,6 +75,21 @@ static void on_notify(hs_store_t *s, const char *payload) {
   /* Another worker or node moved it: rebuild before anyone uses it, and tell the streams. */
   live->stale = true;
   hs_store_live_changed(live);
+}
+
+/* A notification lists "<id> <seq>" pairs separated by commas (one per batch of commits). */
+static void on_notify(hs_store_t *s, const char *payload) {
+  char item[64];
+  while (*payload != '\0') {
+    const char *comma = strchr(payload, ',');
+    size_t len = comma != NULL ? (size_t)(comma - payload) : strlen(payload);
+    if (len < sizeof item) {
+      memcpy(item, payload, len);
+      item[len] = '\0';
+      on_notify_one(s, item);
+    }
+    payload += len + (comma != NULL);
+  }
 }
 
 static void listen_connect(hs_store_t *s);
@@ -125,6 +114,14 @@ static void on_listen_poll(uv_poll_t *h, int status, int events) {
       }
       PQflush(s->listen);
       s->listening = true;
+      /* Notifications sent while we were not listening are lost: any live copy may be behind,
+       * so each is rebuilt before its next use. */
+      size_t it = 0;
+      const char *k;
+      void *v;
+      while (hs_strmap_next(&s->lives, &it, &k, &v)) {
+        ((hs_live_t *)v)->stale = true;
+      }
       uv_poll_start(s->lpoll, UV_READABLE, on_listen_poll);
     } else {
       listen_reset(s);
@@ -488,6 +485,18 @@ void hs_store_live_changed(hs_live_t *live) {
   }
 }
 
+bool hs_step_needs_evidence(const hs_value_t *step) {
+  const hs_value_t *fields = step != NULL ? hs_map_get(step, "fields") : NULL;
+  for (size_t i = 0; fields != NULL && fields->type == HS_V_ARRAY && i < fields->as.arr.len; i++) {
+    const hs_value_t *type = hs_map_get(&fields->as.arr.items[i], "type");
+    if (type != NULL && type->type == HS_V_STR &&
+        (strcmp(type->as.str.ptr, "photo") == 0 || strcmp(type->as.str.ptr, "signature") == 0)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 /* ------------------------------------------------------------ loading by replay */
 
 struct hs_load {
@@ -605,8 +614,17 @@ static void on_loaded(void *ctx, const hs_db_result_t *res) {
   }
   live->proc = p;
   live->session = sess;
-  /* A stale copy is replaced: its waiters and watchers move to the fresh one via reload. */
+  live->evidence = hs_step_needs_evidence(step.step);
+  /* A stale copy is replaced: its waiters and watchers move to the fresh one via reload. A copy
+   * whose commit is in flight is not: its writer still holds it. The caller queues behind it and
+   * reloads once it is free. */
   hs_live_t *old = hs_strmap_get(&s->lives, l->id);
+  if (old != NULL && old->busy) {
+    hs_session_free(live->session);
+    free(live);
+    live = old;
+    goto done;
+  }
   if (old != NULL) {
     hs_store_live_drop(s, old);
   }

@@ -54,6 +54,7 @@ struct hs_live {
   hs_session_t *session; /* owned */
   bool busy;             /* a completion's commit is in flight */
   bool stale;            /* another node advanced it: rebuild before use */
+  bool evidence;         /* the current step has a photo or signature field */
   hs_waiter_t *waiters;  /* requests queued behind `busy`, in order (borrowed) */
   hs_waiter_t *waiters_tail;
   hs_watcher_t *watchers; /* open streams (borrowed) */
@@ -114,9 +115,8 @@ int hs_store_load(hs_store_t *s, int64_t brand_id, const char *id, hs_load_cb cb
 /* The caller is gone: cb will not be called. */
 void hs_load_cancel(hs_load_t *l);
 
-/* Writes bytes as base64 text into a new JSON string (for the committer's rows). */
-json_t *hs_json_b64(const void *p, size_t n);
-/* msgpack-encodes v and returns it as a base64 JSON string; NULL on OOM. */
-json_t *hs_json_msgpack_b64(const hs_value_t *v);
+/* True when a step (as sent to a device) has a photo or signature field, whose blob must be
+ * checked before a completion is accepted. */
+bool hs_step_needs_evidence(const hs_value_t *step);
 
 #endif

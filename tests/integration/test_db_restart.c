@@ -162,7 +162,10 @@ static void test_postgres_restart_under_load(void **state) {
       ok_at_stop, t_up - t_down, unavailable_during, ok_during, recovered_ms,
       atomic_load(&l->ok) - ok_after, ready_up, ready_ms);
   if (ready_up != 200) {
-    fail_msg("/readyz still answered %d %d ms after PostgreSQL was back", ready_up, RECOVERY_MS);
+    bool alive = hs_test_server_running(&f->srv);
+    hs_test_server_dump_stderr(&f->srv, 4000);
+    fail_msg("/readyz still answered %d %d ms after PostgreSQL was back (%s)", ready_up,
+             RECOVERY_MS, alive ? "the server runs" : "the server is gone");
   }
   if (atomic_load(&l->unexpected) != 0) {
     fail_msg("%d answers were neither 200 nor 503; the first: %s", atomic_load(&l->unexpected),

@@ -436,7 +436,7 @@ static void test_too_many_header_fields(void **state) {
    * the field count is over. */
   enum { N = 100 };
   nghttp2_nv nv[N];
-  char names[N][8];
+  char names[N][16];
   for (int i = 0; i < N; i++) {
     snprintf(names[i], sizeof names[i], "x-%03d", i);
     nv[i] = (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)"v", 5, 1, NGHTTP2_NV_FLAG_NONE};

@@ -94,13 +94,28 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* A session row as the sessions API writes it (payloads are tiny msgpack, base64). */
-static json_t *session_row(fixture_t *f, const char *id, const char *ref) {
-  return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s?, s:s, s:s, s:i, s:s}", "id", id, "brand_id",
-                   (json_int_t)f->brand_id, "process", "p", "version",
-                   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-                   "contractor_id", "sam", "ref", ref, "customer", "gA==", "contractor",
-                   "gA==", "seed", 1, "events", "kA==");
+/* A session row as the sessions API writes it (payloads are tiny msgpack). */
+static void session_row(fixture_t *f, hs_row_t *row, const char *id, const char *ref) {
+  static const uint8_t empty_map = 0x80, empty_array = 0x90;
+  hs_row_init(row);
+  hs_row_str(row, "id", id);
+  hs_row_int(row, "brand_id", f->brand_id);
+  hs_row_str(row, "process", "p");
+  hs_row_str(row, "version", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+  hs_row_str(row, "contractor_id", "sam");
+  hs_row_str(row, "ref", ref);
+  hs_row_bytes(row, "customer", &empty_map, 1);
+  hs_row_bytes(row, "contractor", &empty_map, 1);
+  hs_row_int(row, "seed", 1);
+  hs_row_bytes(row, "events", &empty_array, 1);
+}
+
+static int submit_session(fixture_t *f, const char *id, const char *ref) {
+  hs_row_t row;
+  session_row(f, &row, id, ref);
+  int rc = hs_commit_submit(f->c, HS_WRITE_SESSION, &row, on_write, f, NULL);
+  hs_row_free(&row);
+  return rc;
 }
 
 static void test_writes_during_a_commit_share_the_next(void **state) {
@@ -113,16 +128,12 @@ static void test_writes_during_a_commit_share_the_next(void **state) {
   hs_committer_stats(f->c, &before);
   f->done = f->ok = f->inserted = 0;
   /* One write goes out at the end of this loop iteration... */
-  assert_int_equal(
-      hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, ids[0], NULL), on_write, f, NULL),
-      HS_OK);
+  assert_int_equal(submit_session(f, ids[0], NULL), HS_OK);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_int_equal(f->done, 0); /* not before its commit */
   /* ...and fifty more arrive while it is in flight. */
   for (int i = 1; i < 51; i++) {
-    assert_int_equal(
-        hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, ids[i], NULL), on_write, f, NULL),
-        HS_OK);
+    assert_int_equal(submit_session(f, ids[i], NULL), HS_OK);
   }
   while (f->done < 51) {
     uv_run(&f->loop, UV_RUN_ONCE);
@@ -150,12 +161,9 @@ static void test_a_conflict_does_not_fail_its_batch(void **state) {
   /* b repeats a's ref for the same contractor: the unique ref index skips it. */
   char ref[48];
   snprintf(ref, sizeof ref, "ref-%s", a);
-  assert_int_equal(
-      hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, a, ref), on_write, f, NULL), HS_OK);
-  assert_int_equal(
-      hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, b, ref), on_write, f, NULL), HS_OK);
-  assert_int_equal(
-      hs_commit_submit(f->c, HS_WRITE_SESSION, session_row(f, c, NULL), on_write, f, NULL), HS_OK);
+  assert_int_equal(submit_session(f, a, ref), HS_OK);
+  assert_int_equal(submit_session(f, b, ref), HS_OK);
+  assert_int_equal(submit_session(f, c, NULL), HS_OK);
   while (f->done < 3) {
     uv_run(&f->loop, UV_RUN_ONCE);
   }
@@ -163,10 +171,35 @@ static void test_a_conflict_does_not_fail_its_batch(void **state) {
   assert_int_equal(f->inserted, 2);
 }
 
+static void test_rows_escape_and_refuse_bad_text(void **state) {
+  fixture_t *f = *state;
+  char a[37];
+  assert_int_equal(hs_uuid_v4(a), HS_OK);
+  /* Quotes, backslashes, control characters and non-ASCII text arrive exactly as sent. */
+  char ref[80];
+  snprintf(ref, sizeof ref, "q\"b\\n\n\x01 \xc3\xa9 %s", a);
+  f->done = f->ok = f->inserted = 0;
+  assert_int_equal(submit_session(f, a, ref), HS_OK);
+  /* Text that is not UTF-8 is refused before it can join (and fail) a batch. */
+  char b[37];
+  assert_int_equal(hs_uuid_v4(b), HS_OK);
+  assert_int_equal(submit_session(f, b, "bad \xff byte"), HS_EINVAL);
+  while (f->done < 1) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  assert_int_equal(f->inserted, 1);
+  char sql[200];
+  snprintf(sql, sizeof sql,
+           "SELECT ref = E'q\"b\\\\n\\n\\x01 \u00e9 %s' FROM sessions WHERE id = '%s'", a, a);
+  sql_result_t r;
+  assert_string_equal(run_sql(f, sql, &r), "t");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_writes_during_a_commit_share_the_next),
       cmocka_unit_test(test_a_conflict_does_not_fail_its_batch),
+      cmocka_unit_test(test_rows_escape_and_refuse_bad_text),
   };
   return cmocka_run_group_tests_name("store/commit", tests, setup, teardown);
 }
