@@ -248,6 +248,16 @@ static bool take_session_id(hs_req_t *req, sop_t *op) {
   return true;
 }
 
+/* An op for the session named by {id} in the path; NULL when the request has been answered. */
+static sop_t *sop_for_session(hs_req_t *req, const hs_principal_t *who) {
+  sop_t *op = sop_new(req, who);
+  if (op != NULL && !take_session_id(req, op)) {
+    sop_done(op);
+    return NULL;
+  }
+  return op;
+}
+
 /* ------------------------------------------------------------ GET /v1/sessions/{id} */
 
 static void get_with_live(sop_t *op, hs_live_t *live) {
@@ -256,12 +266,8 @@ static void get_with_live(sop_t *op, hs_live_t *live) {
 
 /* The start of every handler that addresses one session by the {id} in its path. */
 static void on_session(hs_req_t *req, const hs_principal_t *who, sop_fn fn) {
-  sop_t *op = sop_new(req, who);
+  sop_t *op = sop_for_session(req, who);
   if (op == NULL) {
-    return;
-  }
-  if (!take_session_id(req, op)) {
-    sop_done(op);
     return;
   }
   with_live(op, fn);
@@ -980,12 +986,8 @@ static void complete_authorized(hs_req_t *req, const hs_principal_t *who) {
                          "\"at\" must be an RFC 3339 time such as 2026-05-04T10:15:03Z");
     return;
   }
-  sop_t *op = sop_new(req, who);
+  sop_t *op = sop_for_session(req, who);
   if (op == NULL) {
-    return;
-  }
-  if (!take_session_id(req, op)) {
-    sop_done(op);
     return;
   }
   op->seq = (uint32_t)seq;
@@ -1192,12 +1194,8 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
                          "Feedback needs at least one of \"rating\", \"comment\" or \"tags\"");
     return;
   }
-  sop_t *op = sop_new(req, who);
+  sop_t *op = sop_for_session(req, who);
   if (op == NULL) {
-    return;
-  }
-  if (!take_session_id(req, op)) {
-    sop_done(op);
     return;
   }
   hs_row_t row;
