@@ -62,6 +62,8 @@ struct hs_db_pool {
 
 static void conn_watch(conn_t *c, int events);
 static void conn_advance_connect(conn_t *c);
+static int conn_send(conn_t *c, const hs_db_stmt_t *stmts, size_t n, hs_db_done_cb cb, void *ctx,
+                     hs_db_job_t **job_out);
 
 static void job_free(hs_db_job_t *j) {
   for (size_t i = 0; i < j->n; i++) {
@@ -290,7 +292,10 @@ static void conn_advance_connect(conn_t *c) {
   }
   c->state = C_UP;
   c->backoff_ms = 0;
-  conn_watch(c, UV_READABLE);
+  /* An acknowledged write must be on disk, whatever the database's own default: this runs
+   * first in the pipeline, so every later job on the connection sees it. */
+  hs_db_stmt_t durable = {.sql = "SET synchronous_commit = on"};
+  (void)conn_send(c, &durable, 1, NULL, NULL, NULL); /* flushes and watches; a failure resets */
 }
 
 static void conn_connect(conn_t *c) {
@@ -371,25 +376,9 @@ static bool is_prepared(conn_t *c, const char *name) {
   return false;
 }
 
-int hs_db_exec(hs_db_pool_t *p, const hs_db_stmt_t *stmts, size_t n, hs_db_done_cb cb, void *ctx,
-               hs_db_job_t **job_out) {
-  if (p->closing || n == 0) {
-    return HS_EUNAVAIL;
-  }
-  /* The least busy live connection keeps pipelines short. */
-  conn_t *c = NULL;
-  for (unsigned i = 0; i < p->n_conns; i++) {
-    conn_t *k = &p->conns[i];
-    if (k->state == C_UP && (c == NULL || k->n_jobs < c->n_jobs)) {
-      c = k;
-    }
-  }
-  if (c == NULL) {
-    return HS_EUNAVAIL;
-  }
-  if (c->n_jobs >= MAX_JOBS_PER_CONN) {
-    return HS_ELIMIT;
-  }
+/* Sends a job on one connection; see hs_db_exec. */
+static int conn_send(conn_t *c, const hs_db_stmt_t *stmts, size_t n, hs_db_done_cb cb, void *ctx,
+                     hs_db_job_t **job_out) {
   hs_db_job_t *j = calloc(1, sizeof *j);
   if (j == NULL) {
     return HS_ENOMEM;
@@ -445,6 +434,28 @@ int hs_db_exec(hs_db_pool_t *p, const hs_db_stmt_t *stmts, size_t n, hs_db_done_
   }
   conn_flush(c);
   return HS_OK;
+}
+
+int hs_db_exec(hs_db_pool_t *p, const hs_db_stmt_t *stmts, size_t n, hs_db_done_cb cb, void *ctx,
+               hs_db_job_t **job_out) {
+  if (p->closing || n == 0) {
+    return HS_EUNAVAIL;
+  }
+  /* The least busy live connection keeps pipelines short. */
+  conn_t *c = NULL;
+  for (unsigned i = 0; i < p->n_conns; i++) {
+    conn_t *k = &p->conns[i];
+    if (k->state == C_UP && (c == NULL || k->n_jobs < c->n_jobs)) {
+      c = k;
+    }
+  }
+  if (c == NULL) {
+    return HS_EUNAVAIL;
+  }
+  if (c->n_jobs >= MAX_JOBS_PER_CONN) {
+    return HS_ELIMIT;
+  }
+  return conn_send(c, stmts, n, cb, ctx, job_out);
 }
 
 void hs_db_job_cancel(hs_db_job_t *job) {

@@ -190,6 +190,27 @@ static void test_unreachable_database_fails_fast(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void test_commits_are_synchronous_whatever_the_default(void **state) {
+  (void)state;
+  /* A connection string (or a database default) that turns synchronous commit off must not
+   * weaken what a 200 promises. */
+  char conninfo[2048];
+  snprintf(conninfo, sizeof conninfo, "%s options='-c synchronous_commit=off'",
+           getenv("HANDSEL_DB"));
+  run_t r;
+  memset(&r, 0, sizeof r);
+  uv_loop_init(&r.loop);
+  hs_err_t err;
+  assert_int_equal(hs_db_pool_new(&r.loop, conninfo, 1, &r.pool, &err), HS_OK);
+  wait_ready(&r);
+  hs_db_stmt_t s = {.sql = "SELECT current_setting('synchronous_commit')"};
+  assert_int_equal(exec_sync(&r, 0, &s, 1), HS_OK);
+  assert_string_equal(r.values[0], "on");
+  hs_db_pool_close(r.pool);
+  uv_run(&r.loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&r.loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pipelined_jobs_all_complete),
@@ -197,6 +218,7 @@ int main(void) {
       cmocka_unit_test(test_failed_statement_leaves_pool_usable),
       cmocka_unit_test(test_cancelled_job_never_calls_back),
       cmocka_unit_test(test_unreachable_database_fails_fast),
+      cmocka_unit_test(test_commits_are_synchronous_whatever_the_default),
   };
   return cmocka_run_group_tests_name("db/pool", tests, setup, teardown);
 }
