@@ -15,6 +15,8 @@ typedef struct command {
 static const command_t k_commands[] = {
     {"serve", "serve the HTTP/2 API", hs_cmd_serve_main, hs_cmd_serve_help},
     {"migrate", "apply the database schema migrations", hs_cmd_migrate_main, hs_cmd_migrate_help},
+    {"brand", "create a brand (a tenant)", hs_cmd_brand_main, hs_cmd_brand_help},
+    {"token", "create, list and revoke API tokens", hs_cmd_token_main, hs_cmd_token_help},
     {"check", "check process scripts without running them", hs_cmd_check_main, hs_cmd_check_help},
     {"test", "run the test scenarios of process scripts, offline", hs_cmd_test_main,
      hs_cmd_test_help},

@@ -1,9 +1,12 @@
 #include "api/auth.h"
 
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/common.h"
+#include "core/ids.h"
 #include "core/strmap.h"
 #include "http/worker.h"
 #include "store/store.h"
@@ -22,7 +25,7 @@ const char *hs_role_name(hs_role_t role) {
   return "?";
 }
 
-static int parse_role(const char *s, hs_role_t *out) {
+int hs_role_parse(const char *s, hs_role_t *out) {
   static const hs_role_t roles[] = {HS_ROLE_ADMIN, HS_ROLE_AUTHOR, HS_ROLE_CONTRACTOR,
                                     HS_ROLE_COMPLIANCE};
   for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
@@ -34,11 +37,51 @@ static int parse_role(const char *s, hs_role_t *out) {
   return HS_EINVAL;
 }
 
+int hs_token_new(char out[HS_TOKEN_LEN + 1], char hash_hex[65]) {
+  uint8_t raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) {
+    return HS_EIO;
+  }
+  memcpy(out, "hst_", 4);
+  hs_hex(raw, sizeof raw, out + 4);
+  return hs_token_hash(out, hash_hex);
+}
+
+int hs_token_hash(const char *token, char hash_hex[65]) {
+  if (strncmp(token, "hst_", 4) != 0 || !hs_is_hex(token + 4, 64)) {
+    return HS_EINVAL;
+  }
+  uint8_t digest[32];
+  hs_sha256(token, HS_TOKEN_LEN, digest);
+  hs_hex(digest, sizeof digest, hash_hex);
+  return HS_OK;
+}
+
+static void unauthorized(hs_req_t *req, const char *why) {
+  static const char *const challenge[] = {"www-authenticate", "Bearer"};
+  hs_req_respond_error_h(req, 401, challenge, 1, "unauthorized", "%s", why);
+}
+
+/* The role check, once the principal is known. */
+static void authorized(hs_req_t *req, unsigned roles, const hs_principal_t *who, hs_auth_cb cb) {
+  if ((who->role & roles) == 0) {
+    hs_req_respond_error(req, 403, "forbidden", "The %s role may not use %s %s",
+                         hs_role_name(who->role), req->method,
+                         req->match.route >= 0 ? req->worker->routes[req->match.route].pattern
+                                               : req->path);
+    return;
+  }
+  cb(req, who);
+}
+
 typedef struct auth_op {
   hs_req_t *req; /* NULL once the stream is gone */
   hs_auth_cb cb;
+  unsigned roles;
   hs_principal_t who;
   hs_db_job_t *job;
+  char hash[65];       /* bearer: the token's hash */
+  uint64_t generation; /* bearer: the cache generation when the lookup began */
 } auth_op_t;
 
 static void auth_cancel(hs_req_t *req) {
@@ -62,8 +105,76 @@ static void on_brand(void *ctx, const hs_db_result_t *res) {
   hs_store_brand_remember(store, op->who.brand, op->who.brand_id);
   hs_principal_t who = op->who;
   hs_auth_cb cb = op->cb;
+  unsigned roles = op->roles;
   free(op);
-  cb(req, &who);
+  authorized(req, roles, &who, cb);
+}
+
+static void on_token(void *ctx, const hs_db_result_t *res) {
+  auth_op_t *op = ctx;
+  hs_req_t *req = op->req;
+  req->on_cancel = NULL;
+  req->data = NULL;
+  if (res->status != HS_OK) {
+    hs_api_unavailable(req, res->error);
+    free(op);
+    return;
+  }
+  PGresult *r = res->results[0];
+  if (PQntuples(r) != 1 || hs_role_parse(PQgetvalue(r, 0, 2), &op->who.role) != HS_OK) {
+    free(op);
+    unauthorized(req, "The token is unknown or was revoked: ask your brand's admin for a new one");
+    return;
+  }
+  op->who.brand_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  snprintf(op->who.brand, sizeof op->who.brand, "%s", PQgetvalue(r, 0, 1));
+  snprintf(op->who.subject, sizeof op->who.subject, "%s", PQgetvalue(r, 0, 3));
+  snprintf(op->who.name, sizeof op->who.name, "%s", PQgetvalue(r, 0, 4));
+  hs_store_token_put(req->worker->app, op->hash, &op->who, sizeof op->who, op->generation);
+  hs_principal_t who = op->who;
+  hs_auth_cb cb = op->cb;
+  unsigned roles = op->roles;
+  free(op);
+  authorized(req, roles, &who, cb);
+}
+
+static void resolve_bearer(hs_req_t *req, const char *token, unsigned roles, hs_auth_cb cb) {
+  hs_store_t *store = req->worker->app;
+  char hash[65];
+  if (hs_token_hash(token, hash) != HS_OK) {
+    unauthorized(req, "The bearer token is malformed: it is \"hst_\" and 64 hex digits");
+    return;
+  }
+  const hs_principal_t *cached = hs_store_token_get(store, hash);
+  if (cached != NULL) {
+    hs_principal_t who = *cached;
+    authorized(req, roles, &who, cb);
+    return;
+  }
+  auth_op_t *op = calloc(1, sizeof *op);
+  if (op == NULL) {
+    hs_api_unavailable(req, "out of memory");
+    return;
+  }
+  op->req = req;
+  op->cb = cb;
+  op->roles = roles;
+  snprintf(op->hash, sizeof op->hash, "%s", hash);
+  op->generation = hs_store_token_generation(store);
+  const char *params[] = {hash};
+  hs_db_stmt_t stmt = {.name = "hs_token_lookup",
+                       .sql = "SELECT t.brand_id, b.name, t.role, t.subject, t.name FROM tokens t"
+                              " JOIN brands b ON b.id = t.brand_id"
+                              " WHERE t.hash = decode($1, 'hex') AND t.revoked_at IS NULL",
+                       .n_params = 1,
+                       .values = params};
+  if (hs_db_exec(hs_store_pool(store), &stmt, 1, on_token, op, &op->job) != HS_OK) {
+    free(op);
+    hs_api_unavailable(req, "the database is unavailable");
+    return;
+  }
+  req->data = op;
+  req->on_cancel = auth_cancel;
 }
 
 void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
@@ -72,11 +183,20 @@ void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
     hs_api_unavailable(req, "no database is configured (HANDSEL_DB)");
     return;
   }
-  if (!req->config->dev_auth) {
-    hs_req_respond_error(req, 401, "unauthorized",
-                         "This server accepts no credentials yet. For development, start it with "
-                         "HANDSEL_DEV_AUTH=1 and send x-handsel-dev-brand, x-handsel-dev-role "
-                         "and x-handsel-dev-subject headers.");
+  const char *authz = req->authorization;
+  if (strncasecmp(authz, "Bearer ", 7) == 0) {
+    const char *token = authz + 7;
+    while (*token == ' ') {
+      token++;
+    }
+    resolve_bearer(req, token, roles, cb);
+    return;
+  }
+  if (!req->config->dev_auth || hs_req_header(req, "x-handsel-dev-brand") == NULL) {
+    unauthorized(req, authz[0] != '\0'
+                          ? "Only bearer tokens are accepted: send Authorization: Bearer <token>"
+                          : "Send Authorization: Bearer <token>; an admin of your brand can make "
+                            "one");
     return;
   }
   const char *brand = hs_req_header(req, "x-handsel-dev-brand");
@@ -85,7 +205,7 @@ void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
   hs_principal_t who;
   memset(&who, 0, sizeof who);
   if (brand == NULL || role == NULL || subject == NULL || !hs_api_valid_name(brand) ||
-      parse_role(role, &who.role) != HS_OK || subject[0] == '\0' || strlen(subject) > 128) {
+      hs_role_parse(role, &who.role) != HS_OK || subject[0] == '\0' || strlen(subject) > 128) {
     hs_req_respond_error(req, 401, "unauthorized",
                          "Send x-handsel-dev-brand (a name like acme-solar), x-handsel-dev-role "
                          "(admin, author, contractor or compliance) and x-handsel-dev-subject "
@@ -112,6 +232,7 @@ void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
   }
   op->req = req;
   op->cb = cb;
+  op->roles = roles;
   op->who = who;
   const char *params[] = {brand};
   /* Development mode creates the brand on first use; the no-op update makes RETURNING give the

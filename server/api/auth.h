@@ -1,10 +1,14 @@
 /* Who is asking: every /v1 request is resolved to a principal (a brand, a role, a subject)
  * before its handler runs, and every handler checks the role it needs.
  *
- * This build resolves principals in development mode only (HANDSEL_DEV_AUTH=1): the brand,
- * role and subject come from the headers x-handsel-dev-brand, x-handsel-dev-role and
- * x-handsel-dev-subject, and the brand is created on first use. Without it every /v1 request
- * is refused with 401. Bearer tokens replace exactly hs_auth_resolve. */
+ * A request proves who it is with `Authorization: Bearer <token>`. The token's SHA-256 is
+ * looked up in PostgreSQL (cached per worker until a revocation is announced), giving its
+ * brand, role, subject and display name. Missing, malformed, unknown or revoked: 401. A role
+ * the route does not allow: 403.
+ *
+ * Development servers (HANDSEL_DEV_AUTH=1) also accept, instead of a token, the headers
+ * x-handsel-dev-brand, x-handsel-dev-role and x-handsel-dev-subject; the brand is created on
+ * first use. */
 #ifndef HS_API_AUTH_H
 #define HS_API_AUTH_H
 
@@ -24,6 +28,7 @@ typedef struct hs_principal {
   char brand[65];
   hs_role_t role;
   char subject[129];
+  char name[129]; /* display name; "" when none */
 } hs_principal_t;
 
 /* Called with the principal (borrowed, valid during the call) once resolved. When resolution
@@ -36,5 +41,14 @@ typedef void (*hs_auth_cb)(hs_req_t *req, const hs_principal_t *who);
 void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb);
 
 const char *hs_role_name(hs_role_t role);
+/* Parses "admin", "author", "contractor" or "compliance". HS_OK or HS_EINVAL. */
+int hs_role_parse(const char *s, hs_role_t *out);
+
+/* Tokens: "hst_" followed by 64 lower-case hex digits (32 random bytes). */
+enum { HS_TOKEN_LEN = 68 };
+/* Makes a new secret into out (HS_TOKEN_LEN + 1 bytes) and its hash, hex, into hash_hex. */
+int hs_token_new(char out[HS_TOKEN_LEN + 1], char hash_hex[65]);
+/* The hex SHA-256 that identifies a presented token; HS_EINVAL if it is not a token. */
+int hs_token_hash(const char *token, char hash_hex[65]);
 
 #endif

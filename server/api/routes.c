@@ -21,8 +21,8 @@ const hs_route_t hs_api_routes[] = {
     {"GET", "/v1/audit/checkpoint", hs_api_not_implemented, 0},
     {"GET", "/v1/audit/key", hs_api_not_implemented, 0},
     {"GET", "/v1/content/stats", hs_api_not_implemented, 0},
-    {"POST", "/v1/tokens", hs_api_not_implemented, 0},
-    {"DELETE", "/v1/tokens/{id}", hs_api_not_implemented, 0},
+    {"POST", "/v1/tokens", hs_api_token_create, 0},
+    {"DELETE", "/v1/tokens/{id}", hs_api_token_revoke, 0},
 
     {"POST", "/debug/echo", hs_api_debug_echo, HS_ROUTE_DEBUG},
     {"GET", "/debug/stream", hs_api_debug_stream, HS_ROUTE_DEBUG},

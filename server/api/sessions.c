@@ -332,7 +332,8 @@ static void start_new(sop_t *op, const char *version, const char *source, size_t
   const hs_value_t *customer = op->data;
   hs_value_t *contractor = hs_value_new_map(a, 2);
   if (contractor == NULL || hs_map_add_str(a, contractor, "id", op->who.subject) != HS_OK ||
-      hs_map_add_str(a, contractor, "name", op->who.subject) != HS_OK) {
+      hs_map_add_str(a, contractor, "name",
+                     op->who.name[0] != '\0' ? op->who.name : op->who.subject) != HS_OK) {
     hs_api_unavailable(req, "out of memory");
     sop_done(op);
     return;

@@ -24,4 +24,10 @@ void hs_cmd_serve_help(FILE *out);
 int hs_cmd_migrate_main(int argc, char **argv);
 void hs_cmd_migrate_help(FILE *out);
 
+/* handsel brand create NAME; handsel token create|list|revoke (tokens.c). */
+int hs_cmd_brand_main(int argc, char **argv);
+void hs_cmd_brand_help(FILE *out);
+int hs_cmd_token_main(int argc, char **argv);
+void hs_cmd_token_help(FILE *out);
+
 #endif

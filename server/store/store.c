@@ -27,6 +27,8 @@ struct hs_store {
   hs_db_pool_t *pool;             /* owned */
   hs_committer_t *committer;      /* owned */
   hs_strmap_t brands;             /* brand name -> id (stored in the pointer) */
+  hs_strmap_t tokens;             /* token hash (hex) -> malloc'd opaque entry (owned) */
+  uint64_t token_generation;      /* advanced by every revocation heard */
   hs_strmap_t vms;                /* brand id -> hs_vm_t* (owned) */
   hs_strmap_t procs;              /* "brand/name/version" -> hs_process_t* (owned by their VM) */
   hs_strmap_t lives;              /* session id -> hs_live_t* (owned) */
@@ -41,6 +43,8 @@ struct hs_store {
 
 /* ------------------------------------------------------------ LISTEN */
 
+static void on_token_notify(hs_store_t *s, const char *payload);
+
 static void listen_reset(hs_store_t *s) {
   if (s->lpoll != NULL) {
     uv_poll_stop(s->lpoll);
@@ -52,6 +56,7 @@ static void listen_reset(hs_store_t *s) {
     s->listen = NULL;
   }
   s->listening = false;
+  on_token_notify(s, "*"); /* revocations sent while we cannot hear them must not be missed */
 }
 
 static void on_notify_one(hs_store_t *s, const char *item) {
@@ -75,6 +80,48 @@ static void on_notify_one(hs_store_t *s, const char *item) {
   /* Another worker or node moved it: rebuild before anyone uses it, and tell the streams. */
   live->stale = true;
   hs_store_live_changed(live);
+}
+
+/* A token was revoked somewhere: its hash, or "*" for all. */
+static void on_token_notify(hs_store_t *s, const char *payload) {
+  s->token_generation++;
+  if (strcmp(payload, "*") == 0) {
+    size_t it = 0;
+    const char *k;
+    void *v;
+    while (hs_strmap_next(&s->tokens, &it, &k, &v)) {
+      free(v);
+    }
+    hs_strmap_free(&s->tokens);
+    hs_strmap_init(&s->tokens);
+    return;
+  }
+  free(hs_strmap_del(&s->tokens, payload));
+}
+
+const void *hs_store_token_get(hs_store_t *s, const char *hash_hex) {
+  return hs_strmap_get(&s->tokens, hash_hex);
+}
+
+uint64_t hs_store_token_generation(const hs_store_t *s) {
+  return s->token_generation;
+}
+
+void hs_store_token_put(hs_store_t *s, const char *hash_hex, const void *entry, size_t len,
+                        uint64_t generation) {
+  /* Only while listening: a revocation could otherwise pass unseen and the entry live on. */
+  if (generation != s->token_generation || !s->listening || s->tokens.len >= 100000) {
+    return;
+  }
+  void *copy = malloc(len);
+  if (copy == NULL) {
+    return;
+  }
+  memcpy(copy, entry, len);
+  free(hs_strmap_del(&s->tokens, hash_hex));
+  if (hs_strmap_put(&s->tokens, hash_hex, copy) != HS_OK) {
+    free(copy);
+  }
 }
 
 /* A notification lists "<id> <seq>" pairs separated by commas (one per batch of commits). */
@@ -108,7 +155,7 @@ static void on_listen_poll(uv_poll_t *h, int status, int events) {
       uv_poll_start(s->lpoll, UV_WRITABLE, on_listen_poll);
     } else if (st == PGRES_POLLING_OK) {
       if (PQsetnonblocking(s->listen, 1) != 0 ||
-          PQsendQuery(s->listen, "LISTEN handsel_session") != 1) {
+          PQsendQuery(s->listen, "LISTEN handsel_session; LISTEN handsel_token") != 1) {
         listen_reset(s);
         return;
       }
@@ -122,6 +169,7 @@ static void on_listen_poll(uv_poll_t *h, int status, int events) {
       while (hs_strmap_next(&s->lives, &it, &k, &v)) {
         ((hs_live_t *)v)->stale = true;
       }
+      on_token_notify(s, "*"); /* and any token revoked meanwhile must be looked up again */
       uv_poll_start(s->lpoll, UV_READABLE, on_listen_poll);
     } else {
       listen_reset(s);
@@ -141,7 +189,11 @@ static void on_listen_poll(uv_poll_t *h, int status, int events) {
   }
   PGnotify *n;
   while ((n = PQnotifies(s->listen)) != NULL) {
-    on_notify(s, n->extra);
+    if (strcmp(n->relname, "handsel_token") == 0) {
+      on_token_notify(s, n->extra);
+    } else {
+      on_notify(s, n->extra);
+    }
     PQfreemem(n);
   }
 }
@@ -182,6 +234,8 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_store_t **out, hs_e
   s->cfg = cfg;
   hs_strmap_init(&s->vms);
   hs_strmap_init(&s->brands);
+  hs_strmap_init(&s->tokens);
+  hs_strmap_init(&s->tokens);
   hs_strmap_init(&s->procs);
   hs_strmap_init(&s->lives);
   int rc = hs_db_pool_new(loop, cfg->db_conninfo, cfg->db_pool_size, &s->pool, err);
@@ -227,6 +281,16 @@ void hs_store_close(hs_store_t *s) {
   }
   hs_strmap_free(&s->vms);
   hs_strmap_free(&s->brands);
+  it = 0;
+  while (hs_strmap_next(&s->tokens, &it, &k, &v)) {
+    free(v);
+  }
+  hs_strmap_free(&s->tokens);
+  it = 0;
+  while (hs_strmap_next(&s->tokens, &it, &k, &v)) {
+    free(v);
+  }
+  hs_strmap_free(&s->tokens);
   listen_reset(s);
   hs_committer_close(s->committer);
   hs_db_pool_close(s->pool);

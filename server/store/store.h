@@ -76,6 +76,15 @@ bool hs_store_ready(hs_store_t *s);
 int64_t hs_store_brand_lookup(hs_store_t *s, const char *name);
 void hs_store_brand_remember(hs_store_t *s, const char *name, int64_t id);
 
+/* Resolved API tokens, by the hex SHA-256 of the secret. Entries are opaque bytes to the store
+ * (the auth module's principal). Revocations arrive on the channel handsel_token from any node
+ * and drop the entry at once; each drop advances the generation, and a lookup that began
+ * before it must not be cached (hs_store_token_put refuses an older generation). */
+const void *hs_store_token_get(hs_store_t *s, const char *hash_hex);
+uint64_t hs_store_token_generation(const hs_store_t *s);
+void hs_store_token_put(hs_store_t *s, const char *hash_hex, const void *entry, size_t len,
+                        uint64_t generation);
+
 /* The brand's VM on this worker, created on first use. NULL when out of memory (err says). */
 hs_vm_t *hs_store_vm(hs_store_t *s, int64_t brand_id, hs_err_t *err);
 
