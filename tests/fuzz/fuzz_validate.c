@@ -60,8 +60,8 @@ static hs_process_t *g_process;
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   hs_err_t err = {0};
   if (hs_vm_new("fuzz", NULL, &g_vm, &err) != HS_OK ||
-      hs_process_load(g_vm, "every-field.lua", k_process, sizeof k_process - 1, &g_process,
-                      &err) != HS_OK) {
+      hs_process_load(g_vm, "every-field.lua", k_process, sizeof k_process - 1, &g_process, &err) !=
+          HS_OK) {
     fprintf(stderr, "fuzz_validate: the fixed process does not load: %s\n", err.msg);
     abort();
   }

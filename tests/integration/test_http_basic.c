@@ -191,7 +191,6 @@ static void test_error_shapes(void **state) {
   static const char *const v1[][2] = {
       {"GET", "/v1/audit"},     {"GET", "/v1/audit/checkpoint"},
       {"GET", "/v1/audit/key"}, {"GET", "/v1/content/stats?process=solar-consult"},
-      {"POST", "/v1/tokens"},   {"DELETE", "/v1/tokens/t1"},
   };
   const hs_h2_header_t auth[] = {{"authorization", "Bearer test-token"}};
   for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; i++) {
@@ -216,6 +215,8 @@ static void test_error_shapes(void **state) {
       {"POST", "/v1/processes/solar-consult/activate"},
       {"GET", "/v1/processes"},
       {"GET", "/v1/processes/solar-consult"},
+      {"POST", "/v1/tokens"},
+      {"DELETE", "/v1/tokens/0b4e7c1a-0000-4000-8000-000000000000"},
   };
   for (size_t i = 0; i < sizeof stored / sizeof stored[0]; i++) {
     bool has_body = strcmp(stored[i][0], "POST") == 0 || strcmp(stored[i][0], "PUT") == 0;
