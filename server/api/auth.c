@@ -8,6 +8,7 @@
 #include "api/common.h"
 #include "core/ids.h"
 #include "core/strmap.h"
+#include "http/rate.h"
 #include "http/worker.h"
 #include "store/store.h"
 
@@ -62,8 +63,19 @@ static void unauthorized(hs_req_t *req, const char *why) {
   hs_req_respond_error_h(req, 401, challenge, 1, "unauthorized", "%s", why);
 }
 
-/* The role check, once the principal is known. */
-static void authorized(hs_req_t *req, unsigned roles, const hs_principal_t *who, hs_auth_cb cb) {
+/* The rate limit and the role check, once the principal is known. key names the caller's
+ * bucket: the token's hash, or the development identity. */
+static void authorized(hs_req_t *req, const char *key, unsigned roles, const hs_principal_t *who,
+                       hs_auth_cb cb) {
+  uint64_t wait_ms = hs_rate_take(req->worker->rate, key, uv_now(&req->worker->loop));
+  if (wait_ms > 0) {
+    char seconds[24];
+    snprintf(seconds, sizeof seconds, "%llu", (unsigned long long)((wait_ms + 999) / 1000));
+    const char *const retry[] = {"retry-after", seconds};
+    hs_req_respond_error_h(req, 429, retry, 1, "rate_limited",
+                           "Too many requests with this token: wait %s s and retry", seconds);
+    return;
+  }
   if ((who->role & roles) == 0) {
     hs_req_respond_error(req, 403, "forbidden", "The %s role may not use %s %s",
                          hs_role_name(who->role), req->method,
@@ -106,8 +118,10 @@ static void on_brand(void *ctx, const hs_db_result_t *res) {
   hs_principal_t who = op->who;
   hs_auth_cb cb = op->cb;
   unsigned roles = op->roles;
+  char key[200];
+  snprintf(key, sizeof key, "dev:%s/%s", who.brand, who.subject);
   free(op);
-  authorized(req, roles, &who, cb);
+  authorized(req, key, roles, &who, cb);
 }
 
 static void on_token(void *ctx, const hs_db_result_t *res) {
@@ -134,8 +148,10 @@ static void on_token(void *ctx, const hs_db_result_t *res) {
   hs_principal_t who = op->who;
   hs_auth_cb cb = op->cb;
   unsigned roles = op->roles;
+  char key[65];
+  snprintf(key, sizeof key, "%s", op->hash);
   free(op);
-  authorized(req, roles, &who, cb);
+  authorized(req, key, roles, &who, cb);
 }
 
 static void resolve_bearer(hs_req_t *req, const char *token, unsigned roles, hs_auth_cb cb) {
@@ -148,7 +164,7 @@ static void resolve_bearer(hs_req_t *req, const char *token, unsigned roles, hs_
   const hs_principal_t *cached = hs_store_token_get(store, hash);
   if (cached != NULL) {
     hs_principal_t who = *cached;
-    authorized(req, roles, &who, cb);
+    authorized(req, hash, roles, &who, cb);
     return;
   }
   auth_op_t *op = calloc(1, sizeof *op);
@@ -212,17 +228,14 @@ void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
                          "(who you are, at most 128 bytes).");
     return;
   }
-  if ((who.role & roles) == 0) {
-    hs_req_respond_error(
-        req, 403, "forbidden", "The %s role may not use %s %s", hs_role_name(who.role), req->method,
-        req->match.route >= 0 ? req->worker->routes[req->match.route].pattern : req->path);
-    return;
-  }
   snprintf(who.brand, sizeof who.brand, "%s", brand);
   snprintf(who.subject, sizeof who.subject, "%s", subject);
+  snprintf(who.name, sizeof who.name, "%s", subject);
   who.brand_id = hs_store_brand_lookup(store, brand);
   if (who.brand_id > 0) {
-    cb(req, &who);
+    char key[200];
+    snprintf(key, sizeof key, "dev:%s/%s", who.brand, who.subject);
+    authorized(req, key, roles, &who, cb);
     return;
   }
   auth_op_t *op = calloc(1, sizeof *op);

@@ -95,6 +95,9 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   cfg->control_limit = 1000;
   cfg->grace_ms = 10000;
   cfg->max_conns = 10000;
+  cfg->max_conns_per_ip = 256;
+  cfg->rate_per_s = 200;
+  cfg->rate_burst = 400;
   cfg->db_pool_size = 2;
   cfg->session_cache = 100000;
   cfg->session_memory = 512u * 1024 * 1024;
@@ -136,6 +139,9 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   ENV_NUM("HANDSEL_CONTROL_LIMIT", control_limit, 10, 10000000);
   ENV_NUM("HANDSEL_GRACE_MS", grace_ms, 0, 3600000);
   ENV_NUM("HANDSEL_MAX_CONNS", max_conns, 1, 1000000);
+  ENV_NUM("HANDSEL_MAX_CONNS_PER_IP", max_conns_per_ip, 1, 1000000);
+  ENV_NUM("HANDSEL_RATE_PER_S", rate_per_s, 1, 10000000);
+  ENV_NUM("HANDSEL_RATE_BURST", rate_burst, 1, 10000000);
   ENV_NUM("HANDSEL_DB_POOL", db_pool_size, 1, 64);
   ENV_NUM("HANDSEL_SESSION_CACHE", session_cache, 1, 100000000);
   ENV_NUM("HANDSEL_SESSION_MEMORY", session_memory, 1024 * 1024, 1ull << 40);

@@ -33,6 +33,9 @@ typedef struct hs_config {
   uint32_t control_limit;     /* PING + SETTINGS received per connection per 10 s */
   uint32_t grace_ms;          /* SIGTERM: how long in-flight streams may take to finish */
   uint32_t max_conns;         /* connections per worker */
+  uint32_t max_conns_per_ip;  /* connections from one client address, all workers together */
+  uint32_t rate_per_s;        /* requests per second one token may make (per worker) */
+  uint32_t rate_burst;        /* requests a token may make at once before the rate applies */
 
   /* Sessions and the database. */
   uint32_t db_pool_size;  /* PostgreSQL connections per worker */

@@ -23,7 +23,9 @@
 #include <uv.h>
 
 #include "core/log.h"
+#include "http/conn_limit.h"
 #include "http/request.h"
+#include "http/tls.h"
 #include "http/worker.h"
 
 /* Feeding nghttp2 at most this much at a time lets it notice a flood (and us flush its
@@ -83,8 +85,10 @@ struct hs_conn {
   bool in_nghttp2; /* inside mem_recv/mem_send: no re-entrant flush */
   bool closing;    /* GOAWAY or error sent: close once flushed */
   bool closed;
-  bool goaway_drain; /* server draining: close once no stream is left */
-  bool flush_queued; /* on the worker's flush list */
+  bool goaway_drain;   /* server draining: close once no stream is left */
+  bool flush_queued;   /* on the worker's flush list */
+  bool per_ip_counted; /* holds one count in the worker's per-address limit */
+  char peer[64];       /* the client's address, for the per-address limit */
   hs_conn_t *flush_next;
   hs_close_reason_t reason;
 
@@ -373,6 +377,9 @@ static void conn_close(hs_conn_t *c, hs_close_reason_t reason) {
     c->next->prev = c->prev;
   }
   w->n_conns--;
+  if (c->per_ip_counted) {
+    hs_conn_limit_release(w->per_ip, c->peer);
+  }
   atomic_fetch_sub_explicit(&w->metrics->conns_open, 1, memory_order_relaxed);
   hs_metrics_conn_closed(w->metrics, reason);
   uv_close((uv_handle_t *)&c->tcp, on_close);
@@ -1221,7 +1228,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (c->state == CONN_SNIFF_RAW) {
     /* 0x16 is a TLS handshake record; an HTTP/2 preface or HTTP/1 request is ASCII. */
     if (p[0] == 0x16 && c->worker->tls != NULL) {
-      c->ssl = SSL_new(c->worker->tls);
+      c->ssl = hs_tls_new_ssl(c->worker->tls);
       c->rbio = BIO_new(BIO_s_mem());
       c->wbio = BIO_new(BIO_s_mem());
       if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
@@ -1278,6 +1285,21 @@ void hs_conn_accept(hs_worker_t *w) {
   if (w->n_conns > w->config->max_conns || w->draining) {
     conn_close(c, HS_CLOSE_SHUTDOWN);
     return;
+  }
+  struct sockaddr_storage sa;
+  int sa_len = sizeof sa;
+  if (w->per_ip != NULL && uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &sa_len) == 0) {
+    if (sa.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&sa, c->peer, sizeof c->peer);
+    } else {
+      uv_ip4_name((struct sockaddr_in *)&sa, c->peer, sizeof c->peer);
+    }
+    if (!hs_conn_limit_acquire(w->per_ip, c->peer)) {
+      hs_log(HS_LOG_WARN, "connection_refused", "{s:s, s:s}", "reason", "per_ip", "peer", c->peer);
+      conn_close(c, HS_CLOSE_PER_IP);
+      return;
+    }
+    c->per_ip_counted = true;
   }
   uv_tcp_nodelay(&c->tcp, 1);
   c->last_activity = c->last_progress = c->control_window_start = uv_now(&w->loop);

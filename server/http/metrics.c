@@ -13,8 +13,9 @@ static const char *const k_bucket_le[HS_METRICS_BUCKETS] = {
     "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01",
     "0.025",  "0.05",    "0.1",    "0.25",  "1",      "5",     "+Inf"};
 static const char *const k_reasons[HS_CLOSE_REASONS] = {
-    "normal", "idle",          "header_timeout", "stalled", "rapid_reset", "flood", "protocol",
-    "glitch", "control_flood", "shutdown",       "outbuf",  "tls",         "http1", "error"};
+    "normal", "idle",     "header_timeout", "stalled",       "rapid_reset",
+    "flood",  "protocol", "glitch",         "control_flood", "shutdown",
+    "outbuf", "tls",      "http1",          "error",         "per_ip"};
 
 static hs_metrics_shard_t *g_shards; /* owned: calloc'd array of g_n_shards */
 static unsigned g_n_shards;

@@ -31,6 +31,7 @@ typedef enum hs_close_reason {
   HS_CLOSE_TLS,
   HS_CLOSE_HTTP1,
   HS_CLOSE_ERROR,
+  HS_CLOSE_PER_IP, /* the client address had too many connections open */
   HS_CLOSE_REASONS
 } hs_close_reason_t;
 

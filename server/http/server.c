@@ -12,6 +12,8 @@
 
 #include "core/log.h"
 #include "http/metrics.h"
+#include "http/conn_limit.h"
+#include "http/rate.h"
 #include "http/tls.h"
 #include "http/worker.h"
 
@@ -149,7 +151,8 @@ static int worker_init(hs_worker_t *w, hs_err_t *err) {
 typedef struct main_ctx {
   hs_worker_t *workers;
   unsigned n;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
+  hs_tls_t *tls; /* borrowed; NULL without TLS */
   const hs_server_opts_t *opts;
   bool stopping;
 } main_ctx_t;
@@ -167,20 +170,47 @@ static void on_signal(uv_signal_t *s, int signum) {
   }
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sigint, NULL);
+  uv_close((uv_handle_t *)&m->sighup, NULL);
   if (m->opts->on_stop != NULL) {
     m->opts->on_stop(s->loop, m->opts->hook_ctx);
   }
 }
 
+/* SIGHUP: load the certificate and key again (an operator renewed them). New connections use
+ * the new pair; open ones are not disturbed. A pair that does not load changes nothing. */
+static void on_sighup(uv_signal_t *s, int signum) {
+  main_ctx_t *m = s->data;
+  const hs_config_t *cfg = m->opts->config;
+  if (m->tls == NULL) {
+    hs_log(HS_LOG_INFO, "sighup_ignored", "{s:s}", "reason", "TLS is not configured");
+    return;
+  }
+  hs_err_t err;
+  hs_err_clear(&err);
+  if (hs_tls_reload(m->tls, cfg->tls_cert, cfg->tls_key, &err) != HS_OK) {
+    hs_log(HS_LOG_ERROR, "tls_reload_failed", "{s:s}", "error", err.msg);
+    return;
+  }
+  hs_log(HS_LOG_INFO, "tls_reloaded", "{s:s}", "cert", cfg->tls_cert);
+}
+
 int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
   const hs_config_t *cfg = opts->config;
   signal(SIGPIPE, SIG_IGN);
-  SSL_CTX *tls = NULL;
+  hs_conn_limit_t per_ip;
+  hs_conn_limit_init(&per_ip, cfg->max_conns_per_ip);
+  hs_rate_t rate;
+  hs_rate_init(&rate, cfg->rate_per_s, cfg->rate_burst);
+  hs_tls_t tls_holder;
+  hs_tls_t *tls = NULL;
   if (cfg->tls_cert[0] != '\0') {
-    int rc = hs_tls_ctx_new(cfg->tls_cert, cfg->tls_key, &tls, err);
+    int rc = hs_tls_init(&tls_holder, cfg->tls_cert, cfg->tls_key, err);
     if (rc != HS_OK) {
+      hs_conn_limit_free(&per_ip);
+      hs_rate_free(&rate);
       return rc;
     }
+    tls = &tls_holder;
   }
   const char *names[HS_METRICS_MAX_ROUTES];
   size_t n_names = 0;
@@ -189,13 +219,21 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
   }
   int rc = hs_metrics_init(names, n_names, cfg->workers);
   if (rc != HS_OK) {
-    SSL_CTX_free(tls);
+    if (tls != NULL) {
+      hs_tls_free(tls);
+    }
+    hs_conn_limit_free(&per_ip);
+    hs_rate_free(&rate);
     return hs_err_set(err, rc, "cannot set up metrics");
   }
   hs_worker_t *workers = calloc(cfg->workers, sizeof *workers);
   if (workers == NULL) {
-    SSL_CTX_free(tls);
+    if (tls != NULL) {
+      hs_tls_free(tls);
+    }
     hs_metrics_free();
+    hs_conn_limit_free(&per_ip);
+    hs_rate_free(&rate);
     return hs_err_set(err, HS_ENOMEM, "out of memory");
   }
   unsigned started = 0;
@@ -207,6 +245,8 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
     w->routes = opts->routes;
     w->n_routes = opts->n_routes;
     w->tls = tls;
+    w->per_ip = &per_ip;
+    w->rate = &rate;
     w->metrics = hs_metrics_shard(i);
     w->opts = opts;
     w->listen_fd = open_listener(cfg, err);
@@ -237,19 +277,25 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
       uv_loop_close(&workers[i].loop);
     }
     free(workers);
-    SSL_CTX_free(tls);
+    if (tls != NULL) {
+      hs_tls_free(tls);
+    }
     hs_metrics_free();
+    hs_conn_limit_free(&per_ip);
+    hs_rate_free(&rate);
     return rc;
   }
 
   uv_loop_t main_loop;
   uv_loop_init(&main_loop);
-  main_ctx_t m = {.workers = workers, .n = cfg->workers, .opts = opts};
+  main_ctx_t m = {.workers = workers, .n = cfg->workers, .opts = opts, .tls = tls};
   uv_signal_init(&main_loop, &m.sigterm);
   uv_signal_init(&main_loop, &m.sigint);
-  m.sigterm.data = m.sigint.data = &m;
+  uv_signal_init(&main_loop, &m.sighup);
+  m.sigterm.data = m.sigint.data = m.sighup.data = &m;
   uv_signal_start(&m.sigterm, on_signal, SIGTERM);
   uv_signal_start(&m.sigint, on_signal, SIGINT);
+  uv_signal_start(&m.sighup, on_sighup, SIGHUP);
 
   for (unsigned i = 0; i < cfg->workers; i++) {
     uv_thread_create(&workers[i].thread, worker_main, &workers[i]);
@@ -266,8 +312,12 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
   }
   uv_loop_close(&main_loop);
   free(workers);
-  SSL_CTX_free(tls);
+  if (tls != NULL) {
+    hs_tls_free(tls);
+  }
   hs_metrics_free();
+  hs_conn_limit_free(&per_ip);
+  hs_rate_free(&rate);
   hs_log(HS_LOG_INFO, "stopped", NULL);
   return HS_OK;
 }

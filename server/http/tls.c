@@ -51,3 +51,40 @@ int hs_tls_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out, h
   *out = ctx;
   return HS_OK;
 }
+
+int hs_tls_init(hs_tls_t *t, const char *cert_file, const char *key_file, hs_err_t *err) {
+  pthread_mutex_init(&t->lock, NULL);
+  t->ctx = NULL;
+  int rc = hs_tls_ctx_new(cert_file, key_file, &t->ctx, err);
+  if (rc != HS_OK) {
+    pthread_mutex_destroy(&t->lock);
+  }
+  return rc;
+}
+
+SSL *hs_tls_new_ssl(hs_tls_t *t) {
+  pthread_mutex_lock(&t->lock);
+  SSL *ssl = SSL_new(t->ctx); /* takes its own reference to the context */
+  pthread_mutex_unlock(&t->lock);
+  return ssl;
+}
+
+int hs_tls_reload(hs_tls_t *t, const char *cert_file, const char *key_file, hs_err_t *err) {
+  SSL_CTX *fresh = NULL;
+  int rc = hs_tls_ctx_new(cert_file, key_file, &fresh, err);
+  if (rc != HS_OK) {
+    return rc;
+  }
+  pthread_mutex_lock(&t->lock);
+  SSL_CTX *old = t->ctx;
+  t->ctx = fresh;
+  pthread_mutex_unlock(&t->lock);
+  SSL_CTX_free(old); /* open connections still hold their references */
+  return HS_OK;
+}
+
+void hs_tls_free(hs_tls_t *t) {
+  SSL_CTX_free(t->ctx);
+  t->ctx = NULL;
+  pthread_mutex_destroy(&t->lock);
+}

@@ -31,7 +31,9 @@ struct hs_worker {
   const hs_config_t *config; /* borrowed, read-only */
   const hs_route_t *routes;  /* borrowed, read-only */
   size_t n_routes;
-  SSL_CTX *tls; /* borrowed; NULL when TLS is off. SSL_CTX is safe to share across threads */
+  struct hs_tls *tls;           /* borrowed, shared by the workers; NULL when TLS is off */
+  struct hs_conn_limit *per_ip; /* borrowed, shared: connections per client address */
+  struct hs_rate *rate;         /* borrowed, shared: requests per token */
   hs_metrics_shard_t *metrics;
   void *app; /* application state for handlers (the session store); set by worker_start */
   const struct hs_server_opts *opts; /* borrowed */

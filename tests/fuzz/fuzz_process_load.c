@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Small enough that a memory or instruction bomb ends in milliseconds. */
 static const hs_engine_limits_t k_limits = {
-    .mem_cap = 8 * 1024 * 1024,
+    .mem_cap = 2 * 1024 * 1024,
     .instr_budget = 200000,
     .max_steps = 20,
 };
@@ -47,6 +47,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     hs_step_result_t res;
     if (hs_session_start(p, &start, &arena, &s, &res, &err) == HS_OK) {
       if (res.status == HS_STEP_WAITING) {
+        /* The step goes to a device in either format: it must encode in both. */
+        hs_buf_init(&out, 0);
+        if (hs_msgpack_encode(res.step, &out) != HS_OK) {
+          fprintf(stderr, "fuzz_process_load: a step does not encode as msgpack\n");
+          abort();
+        }
+        hs_buf_free(&out);
+        if (hs_json_encode(res.step, &out) != HS_OK) {
+          fprintf(stderr, "fuzz_process_load: a step does not encode as JSON\n");
+          abort();
+        }
+        hs_buf_free(&out);
         hs_value_t *empty = hs_value_new_map(&arena, 0);
         if (empty != NULL) {
           (void)hs_session_complete(s, hs_session_seq(s), empty, 1700000001000, 0, &arena, &res,
