@@ -73,7 +73,7 @@ static int worker_start(hs_worker_t *w, void *arg, hs_err_t *err) {
     return HS_OK; /* no database: only health, metrics and test routes work */
   }
   hs_store_t *store = NULL;
-  int rc = hs_store_new(&w->loop, s->cfg, &store, err);
+  int rc = hs_store_new(&w->loop, s->cfg, w->metrics, &store, err);
   if (rc == HS_OK) {
     w->app = store;
   }

@@ -43,6 +43,12 @@ typedef struct hs_metrics_shard {
   _Atomic int64_t streams_open;
   _Atomic uint64_t conns_accepted;
   _Atomic uint64_t conns_closed[HS_CLOSE_REASONS];
+  /* Sessions (written by the worker's store). */
+  _Atomic int64_t sessions_live;
+  _Atomic uint64_t session_evictions;
+  _Atomic uint64_t session_replays;
+  _Atomic uint64_t commit_batches;
+  _Atomic uint64_t commit_writes;
 } hs_metrics_shard_t;
 
 /* Sets the route labels (borrowed: must outlive the metrics) and the number of shards.

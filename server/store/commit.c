@@ -89,9 +89,10 @@ typedef struct batch {
 } batch_t;
 
 struct hs_committer {
-  uv_check_t check;        /* first: the committer is freed in its close callback */
-  hs_db_pool_t *pool;      /* borrowed */
-  hs_write_t *head, *tail; /* owned: waiting for the next transaction */
+  uv_check_t check;            /* first: the committer is freed in its close callback */
+  hs_db_pool_t *pool;          /* borrowed */
+  hs_metrics_shard_t *metrics; /* borrowed; may be NULL */
+  hs_write_t *head, *tail;     /* owned: waiting for the next transaction */
   size_t n_queued;
   batch_t *inflight; /* the transaction in flight, or NULL */
   bool freeing;
@@ -106,12 +107,14 @@ static void on_check(uv_check_t *h) {
   flush(c);
 }
 
-int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_committer_t **out) {
+int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *metrics,
+                     hs_committer_t **out) {
   hs_committer_t *c = calloc(1, sizeof *c);
   if (c == NULL) {
     return HS_ENOMEM;
   }
   c->pool = pool;
+  c->metrics = metrics;
   uv_check_init(loop, &c->check);
   c->check.data = c;
   *out = c;
@@ -165,6 +168,10 @@ static void on_batch_done(void *ctx, const hs_db_result_t *res) {
     c->inflight = NULL;
     c->stats.batches++;
     c->stats.writes += b->n;
+    if (c->metrics != NULL) {
+      atomic_fetch_add_explicit(&c->metrics->commit_batches, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&c->metrics->commit_writes, b->n, memory_order_relaxed);
+    }
   }
   for (size_t i = 0; i < b->n; i++) {
     finish(b->items[i], status);

@@ -15,6 +15,7 @@
 #include "codec/value.h"
 #include "core/buf.h"
 #include "db/pool.h"
+#include "http/metrics.h"
 
 typedef enum hs_write_kind {
   HS_WRITE_SESSION = 0, /* a new session: its row and start events (key: id, or brand+ref) */
@@ -33,8 +34,10 @@ typedef void (*hs_write_cb)(void *ctx, int status, bool inserted);
 
 /* Borrows pool; the committer is owned by the caller (hs_committer_close). Batches are sent
  * from a uv_check handle on loop, so every write submitted during one loop iteration (all the
- * requests one read delivered) shares one transaction. */
-int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_committer_t **out);
+ * requests one read delivered) shares one transaction. metrics (borrowed, may be NULL) counts
+ * batches and writes. */
+int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *metrics,
+                     hs_committer_t **out);
 /* Fails every queued write with HS_EUNAVAIL and frees the committer once its handle closed.
  * A transaction in flight still calls back when the pool finishes it (close the pool after). */
 void hs_committer_close(hs_committer_t *c);

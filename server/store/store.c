@@ -26,6 +26,7 @@ struct hs_store {
   const hs_config_t *cfg;
   hs_db_pool_t *pool;             /* owned */
   hs_committer_t *committer;      /* owned */
+  hs_metrics_shard_t *metrics;    /* borrowed; may be NULL */
   hs_strmap_t brands;             /* brand name -> id (stored in the pointer) */
   hs_strmap_t tokens;             /* token hash (hex) -> malloc'd opaque entry (owned) */
   uint64_t token_generation;      /* advanced by every revocation heard */
@@ -225,13 +226,15 @@ static void on_listen_timer(uv_timer_t *t) {
 
 /* ------------------------------------------------------------ lifecycle */
 
-int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_store_t **out, hs_err_t *err) {
+int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *metrics,
+                 hs_store_t **out, hs_err_t *err) {
   hs_store_t *s = calloc(1, sizeof *s);
   if (s == NULL) {
     return hs_err_set(err, HS_ENOMEM, "out of memory");
   }
   s->loop = loop;
   s->cfg = cfg;
+  s->metrics = metrics;
   hs_strmap_init(&s->vms);
   hs_strmap_init(&s->brands);
   hs_strmap_init(&s->tokens);
@@ -243,7 +246,7 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_store_t **out, hs_e
     free(s);
     return rc;
   }
-  rc = hs_committer_new(loop, s->pool, &s->committer);
+  rc = hs_committer_new(loop, s->pool, metrics, &s->committer);
   if (rc != HS_OK) {
     hs_db_pool_close(s->pool);
     free(s);
@@ -255,6 +258,14 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_store_t **out, hs_e
   *out = s;
   return HS_OK;
 }
+
+/* Adds n to a counter of this worker's metrics shard (when there is one). */
+#define METRIC_ADD(s, field, n)                                                                    \
+  do {                                                                                             \
+    if ((s)->metrics != NULL) {                                                                    \
+      atomic_fetch_add_explicit(&(s)->metrics->field, (n), memory_order_relaxed);                  \
+    }                                                                                              \
+  } while (0)
 
 static void live_free(hs_live_t *live) {
   hs_session_free(live->session);
@@ -272,6 +283,7 @@ void hs_store_close(hs_store_t *s) {
   void *v;
   while (hs_strmap_next(&s->lives, &it, &k, &v)) {
     live_free(v);
+    METRIC_ADD(s, sessions_live, -1);
   }
   hs_strmap_free(&s->lives);
   hs_strmap_free(&s->procs);
@@ -439,6 +451,8 @@ static void evict(hs_store_t *s) {
       lru_unlink(s, l);
       hs_strmap_del(&s->lives, l->id);
       live_free(l);
+      METRIC_ADD(s, sessions_live, -1);
+      METRIC_ADD(s, session_evictions, 1);
     }
     l = prev;
   }
@@ -457,6 +471,7 @@ int hs_store_live_add(hs_store_t *s, hs_live_t **live) {
     return HS_ENOMEM;
   }
   lru_push_front(s, *live);
+  METRIC_ADD(s, sessions_live, 1);
   evict(s);
   return HS_OK;
 }
@@ -465,6 +480,7 @@ void hs_store_live_drop(hs_store_t *s, hs_live_t *live) {
   lru_unlink(s, live);
   if (hs_strmap_get(&s->lives, live->id) == live) {
     hs_strmap_del(&s->lives, live->id);
+    METRIC_ADD(s, sessions_live, -1);
   }
   /* Waiters and watchers learn that this copy is gone; they reload. Unlink each before the call
    * so a callback may re-queue itself on a new copy. */
@@ -660,6 +676,7 @@ static void on_loaded(void *ctx, const hs_db_result_t *res) {
   if (rc != HS_OK) {
     goto done;
   }
+  METRIC_ADD(s, session_replays, 1);
   live = calloc(1, sizeof *live);
   if (live == NULL) {
     hs_session_free(sess);

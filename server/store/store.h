@@ -18,6 +18,7 @@
 #include "db/pool.h"
 #include "engine/engine.h"
 #include "http/config.h"
+#include "http/metrics.h"
 #include "http/request.h"
 #include "store/commit.h"
 
@@ -62,8 +63,10 @@ struct hs_live {
 };
 
 /* Opens the pool and committer on loop, and LISTENs for session changes from other workers
- * and nodes. The store is owned by the caller: hs_store_close. */
-int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_store_t **out, hs_err_t *err);
+ * and nodes. metrics (borrowed, may be NULL) receives the session and commit counters. The
+ * store is owned by the caller: hs_store_close. */
+int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *metrics,
+                 hs_store_t **out, hs_err_t *err);
 /* Frees the caches and closes the database handles; the loop ends once they closed. */
 void hs_store_close(hs_store_t *s);
 

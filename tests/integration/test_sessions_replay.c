@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "hs_test_api.h"
+#include "hs_test_metrics.h"
 #include "hs_test_pg.h"
 #include "hs_test_server.h"
 
@@ -209,10 +210,20 @@ static void test_eviction_one_worker(void **state) {
     check_get(f, &c, i);
   }
   assert_true(hs_test_server_running(&f->srv));
+  /* The cache really was too small: sessions were evicted and rebuilt by replay, and never more
+   * than the budget stayed in memory. */
+  double evictions = hs_test_metric(f->srv.port, "handsel_session_evictions_total", NULL);
+  double replays = hs_test_metric(f->srv.port, "handsel_session_replays_total", NULL);
+  double live = hs_test_metric(f->srv.port, "handsel_sessions_live", NULL);
+  if (evictions < (double)f->n || replays < (double)f->n || live > 2) {
+    fail_msg("expected many evictions and replays and at most 2 live sessions: %g, %g, %g",
+             evictions, replays, live);
+  }
   say("1 worker, cache 2, %zu sessions interleaved in shuffled rounds: %d completions each "
       "answered with the right next step (seq, running sum, random draw); retries of evicted "
-      "sessions' completions gave the original bytes; GETs agree",
-      f->n, done);
+      "sessions' completions gave the original bytes; GETs agree; /metrics: %g evictions, %g "
+      "replays, %g live",
+      f->n, done, evictions, replays, live);
   hs_api_close(&c);
 }
 

@@ -72,7 +72,7 @@ static int setup(void **state) {
     uv_run(&f->loop, UV_RUN_ONCE);
   }
   assert_true(hs_db_pool_ready(f->pool));
-  assert_int_equal(hs_committer_new(&f->loop, f->pool, &f->c), HS_OK);
+  assert_int_equal(hs_committer_new(&f->loop, f->pool, NULL, &f->c), HS_OK);
   sql_result_t r;
   run_sql(f, "INSERT INTO brands (name) VALUES ('commit-test') ON CONFLICT DO NOTHING", &r);
   f->brand_id = atoll(run_sql(f, "SELECT id FROM brands WHERE name = 'commit-test'", &r));
