@@ -54,7 +54,8 @@ static void on_stored(void *ctx, const hs_db_result_t *res) {
     hs_api_unavailable(req, res->error);
     return;
   }
-  bool created = PQntuples(res->results[0]) == 1;
+  /* 201 when this caller's upload is new, whoever stored the bytes first. */
+  bool created = PQntuples(res->results[1]) == 1;
   char name[80];
   snprintf(name, sizeof name, "sha256:%s", hash);
   hs_arena_t *a = &req->arena;
@@ -100,16 +101,22 @@ static void put_authorized(hs_req_t *req, const hs_principal_t *who) {
   const char *values[] = {brand, hash, size, ct, (const char *)req->body.data, who->subject};
   const int lengths[] = {0, 0, 0, 0, (int)req->body.len, 0};
   const int formats[] = {0, 0, 0, 0, 1, 0};
-  hs_db_stmt_t s = {.name = "hs_blob_put",
-                    .sql = "INSERT INTO blobs (brand_id, hash, size, content_type, content,"
-                           " uploaded_by) VALUES ($1, $2, $3, $4, $5, $6)"
-                           " ON CONFLICT DO NOTHING RETURNING hash",
-                    .n_params = 6,
-                    .values = values,
-                    .lengths = lengths,
-                    .formats = formats};
+  const char *upload[] = {brand, hash, who->subject};
+  hs_db_stmt_t s[] = {{.name = "hs_blob_put",
+                       .sql = "INSERT INTO blobs (brand_id, hash, size, content_type, content,"
+                              " uploaded_by) VALUES ($1, $2, $3, $4, $5, $6)"
+                              " ON CONFLICT DO NOTHING",
+                       .n_params = 6,
+                       .values = values,
+                       .lengths = lengths,
+                       .formats = formats},
+                      {.name = "hs_blob_upload",
+                       .sql = "INSERT INTO blob_uploads (brand_id, hash, uploaded_by)"
+                              " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING hash",
+                       .n_params = 3,
+                       .values = upload}};
   hs_store_t *store = req->worker->app;
-  if (hs_db_exec(hs_store_pool(store), &s, 1, on_stored, op, &op->job) != HS_OK) {
+  if (hs_db_exec(hs_store_pool(store), s, 2, on_stored, op, &op->job) != HS_OK) {
     hs_api_unavailable(bop_done(op), "the database is unavailable");
     return;
   }
@@ -156,8 +163,10 @@ static void get_authorized(hs_req_t *req, const hs_principal_t *who) {
   /* A contractor reads only what they uploaded; admin and compliance read the brand's. */
   const char *values[] = {brand, hash, who->role == HS_ROLE_CONTRACTOR ? who->subject : NULL};
   hs_db_stmt_t s = {.name = "hs_blob_get",
-                    .sql = "SELECT content_type, content FROM blobs WHERE brand_id = $1 AND"
-                           " hash = $2 AND ($3::text IS NULL OR uploaded_by = $3)",
+                    .sql = "SELECT b.content_type, b.content FROM blobs b WHERE b.brand_id = $1"
+                           " AND b.hash = $2 AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM"
+                           " blob_uploads u WHERE u.brand_id = b.brand_id AND u.hash = b.hash"
+                           " AND u.uploaded_by = $3))",
                     .n_params = 3,
                     .values = values,
                     .binary_result = true};

@@ -213,7 +213,13 @@ static void on_activated(void *ctx, const hs_db_result_t *res) {
     hs_api_unavailable(req, res->error);
     return;
   }
-  if (PQntuples(res->results[0]) != 1) {
+  if (PQntuples(res->results[0]) == 0) {
+    /* No version of that name in this brand: as for anything that does not exist (another
+     * brand's process included). */
+    hs_req_respond_error(req, 404, "not_found", "There is no process named %s", name);
+    return;
+  }
+  if (PQntuples(res->results[1]) != 1) {
     hs_req_respond_error(req, 409, "conflict",
                          "Process %s has no version %s: deploy it first with PUT "
                          "/v1/processes/%s",
@@ -250,8 +256,15 @@ static void activate_authorized(hs_req_t *req, const hs_principal_t *who) {
   char brand[24];
   snprintf(brand, sizeof brand, "%" PRId64, who->brand_id);
   const char *params[] = {brand, op->name, op->version};
+  const char *exists[] = {brand, op->name};
   /* The upsert covers a process whose processes row is missing; the version must exist. */
-  hs_db_stmt_t s = {
+  hs_db_stmt_t s[2];
+  s[0] = (hs_db_stmt_t){.name = "hs_process_exists",
+                        .sql = "SELECT 1 FROM process_versions WHERE brand_id = $1 AND name = $2"
+                               " LIMIT 1",
+                        .n_params = 2,
+                        .values = exists};
+  s[1] = (hs_db_stmt_t){
       .name = "hs_process_activate",
       .sql = "INSERT INTO processes (brand_id, name, active_version, updated_at)"
              " SELECT brand_id, name, version, now() FROM process_versions"
@@ -260,7 +273,7 @@ static void activate_authorized(hs_req_t *req, const hs_principal_t *who) {
              " updated_at = now() RETURNING active_version",
       .n_params = 3,
       .values = params};
-  pop_exec(op, &s, 1, on_activated);
+  pop_exec(op, s, 2, on_activated);
 }
 
 void hs_api_process_activate(hs_req_t *req) {

@@ -265,8 +265,10 @@ static void test_processes(void **state) {
   check_error(&r, 400, "malformed", NULL, "activate a malformed version");
   snprintf(body, sizeof body, "{\"version\": \"%s\"}", v1);
   call(&c, "author", "POST", "/v1/processes/other/activate", body, &r);
-  check_error(&r, 409, "conflict", NULL, "activate a version of another process");
-  say("activate: 200 and GET follows, roll back, 409 unknown version, 400 malformed");
+  /* A process with no version is not there at all, as for anything that does not exist. */
+  check_error(&r, 404, "not_found", NULL, "activate a version under a process that does not exist");
+  say("activate: 200 and GET follows, roll back, 409 unknown version, 404 unknown process, 400 "
+      "malformed");
 
   /* A broken script: 422 naming the line, fields keyed by line number. */
   static const char broken[] = "return process {\n"
