@@ -12,13 +12,14 @@ HS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 # out process scripts; postgresql-15 provides the server binaries for the private cluster that
 # scripts/pg runs (its own system cluster, if the package creates one, is never used);
 # nghttp2-client brings nghttp and h2load, nghttp2-server brings nghttpd (the benchmark's
-# reference server); clang-format checks the committed style.
+# reference server); clang-format checks the committed style; clang and libclang-rt-14-dev
+# (libFuzzer) build the fuzz harnesses that scripts/fuzz runs.
 HS_PACKAGES=(
   build-essential cmake pkg-config git ca-certificates curl
   libuv1-dev libnghttp2-dev liblua5.4-dev lua5.4 libmsgpack-dev libpq-dev libssl-dev
   libcmocka-dev libjansson-dev
   postgresql-15 postgresql-client-15
-  nghttp2-client nghttp2-server openssl procps clang-format
+  nghttp2-client nghttp2-server openssl procps clang-format clang libclang-rt-14-dev
 )
 
 hs_log() { printf '==> %s\n' "$*" >&2; }

@@ -51,3 +51,18 @@ bool hs_api_valid_name(const char *s) {
   }
   return true;
 }
+
+bool hs_api_only_members(hs_req_t *req, const hs_value_t *body, const char *const *allowed) {
+  for (size_t i = 0; i < body->as.map.len; i++) {
+    const char *key = body->as.map.items[i].key;
+    bool ok = false;
+    for (const char *const *a = allowed; *a != NULL; a++) {
+      ok = ok || strcmp(*a, key) == 0;
+    }
+    if (!ok) {
+      hs_req_respond_error(req, 400, "malformed", "Unknown member \"%s\" in the request body", key);
+      return false;
+    }
+  }
+  return true;
+}

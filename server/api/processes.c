@@ -28,6 +28,13 @@ static void pop_cancel(hs_req_t *req) {
 }
 
 static pop_t *pop_new(hs_req_t *req, const hs_principal_t *who) {
+  const char *param = hs_route_param(&req->match, "name");
+  if (param != NULL && !hs_api_valid_name(param)) {
+    hs_req_respond_error(req, 400, "malformed",
+                         "A process name is lower-case letters, digits and dashes, at most 64, "
+                         "starting with a letter or digit");
+    return NULL;
+  }
   pop_t *op = calloc(1, sizeof *op);
   if (op == NULL) {
     hs_api_unavailable(req, "out of memory");
@@ -94,7 +101,9 @@ static hs_value_t *error_fields(hs_arena_t *a, const char *msg) {
   if (fields == NULL) {
     return NULL;
   }
-  const char *colon = strchr(msg, ':');
+  /* The location is "<name>.lua:<line>:", wherever it stands in the message. */
+  const char *lua = strstr(msg, ".lua:");
+  const char *colon = lua != NULL ? lua + 4 : NULL;
   if (colon != NULL) {
     char *end = NULL;
     long line = strtol(colon + 1, &end, 10);
@@ -239,6 +248,10 @@ static void on_activated(void *ctx, const hs_db_result_t *res) {
 static void activate_authorized(hs_req_t *req, const hs_principal_t *who) {
   hs_value_t *body = NULL;
   if (hs_req_decode_body(req, &body) != HS_OK) {
+    return;
+  }
+  static const char *const allowed[] = {"version", NULL};
+  if (body->type == HS_V_MAP && !hs_api_only_members(req, body, allowed)) {
     return;
   }
   const hs_value_t *version = body->type == HS_V_MAP ? hs_map_get(body, "version") : NULL;

@@ -240,8 +240,8 @@ static void with_live(sop_t *op, sop_fn fn) {
 static bool take_session_id(hs_req_t *req, sop_t *op) {
   const char *id = hs_route_param(&req->match, "id");
   if (id == NULL || !hs_uuid_valid(id)) {
-    hs_req_respond_error(req, 404, "not_found", "There is no session %s (ids are UUIDs)",
-                         id != NULL ? id : "");
+    hs_req_respond_error(req, 400, "malformed",
+                         "A session id is a UUID such as 3f1c9b52-8d4e-4b7a-9c61-2f0e5d7a8b90");
     return false;
   }
   snprintf(op->id, sizeof op->id, "%s", id);
@@ -462,22 +462,6 @@ static void start_lookup_ref(sop_t *op) {
   }
 }
 
-/* Refuses members a message does not define, so that a typo is an error, not a silent no-op. */
-static bool only_members(hs_req_t *req, const hs_value_t *body, const char *const *allowed) {
-  for (size_t i = 0; i < body->as.map.len; i++) {
-    const char *key = body->as.map.items[i].key;
-    bool ok = false;
-    for (const char *const *a = allowed; *a != NULL; a++) {
-      ok = ok || strcmp(*a, key) == 0;
-    }
-    if (!ok) {
-      hs_req_respond_error(req, 400, "malformed", "Unknown member \"%s\" in the request body", key);
-      return false;
-    }
-  }
-  return true;
-}
-
 static void start_authorized(hs_req_t *req, const hs_principal_t *who) {
   hs_value_t *body = NULL;
   if (hs_req_decode_body(req, &body) != HS_OK) {
@@ -488,7 +472,7 @@ static void start_authorized(hs_req_t *req, const hs_principal_t *who) {
     hs_req_respond_error(req, 400, "malformed", "The body must be a map {process, customer, ref}");
     return;
   }
-  if (!only_members(req, body, allowed)) {
+  if (!hs_api_only_members(req, body, allowed)) {
     return;
   }
   const hs_value_t *process = hs_map_get(body, "process");
@@ -969,7 +953,7 @@ static void complete_authorized(hs_req_t *req, const hs_principal_t *who) {
     hs_req_respond_error(req, 400, "malformed", "The body must be a map {data, at}");
     return;
   }
-  if (!only_members(req, body, allowed)) {
+  if (!hs_api_only_members(req, body, allowed)) {
     return;
   }
   const hs_value_t *data = hs_map_get(body, "data");
@@ -1147,7 +1131,7 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
                          "The body must be a map {rating?, comment?, tags?, from}");
     return;
   }
-  if (!only_members(req, body, allowed)) {
+  if (!hs_api_only_members(req, body, allowed)) {
     return;
   }
   const hs_value_t *rating = hs_map_get(body, "rating");

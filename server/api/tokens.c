@@ -73,9 +73,17 @@ static void create_authorized(hs_req_t *req, const hs_principal_t *who) {
   if (hs_req_decode_body(req, &body) != HS_OK) {
     return;
   }
-  const hs_value_t *role = body->type == HS_V_MAP ? hs_map_get(body, "role") : NULL;
-  const hs_value_t *name = body->type == HS_V_MAP ? hs_map_get(body, "name") : NULL;
-  const hs_value_t *subject = body->type == HS_V_MAP ? hs_map_get(body, "subject") : NULL;
+  static const char *const allowed[] = {"role", "name", "subject", NULL};
+  if (body->type != HS_V_MAP) {
+    hs_req_respond_error(req, 400, "malformed", "The body must be a map {role, name?, subject?}");
+    return;
+  }
+  if (!hs_api_only_members(req, body, allowed)) {
+    return;
+  }
+  const hs_value_t *role = hs_map_get(body, "role");
+  const hs_value_t *name = hs_map_get(body, "name");
+  const hs_value_t *subject = hs_map_get(body, "subject");
   hs_role_t r;
   if (role == NULL || role->type != HS_V_STR || hs_role_parse(role->as.str.ptr, &r) != HS_OK) {
     hs_req_respond_error(req, 400, "malformed",
@@ -140,7 +148,7 @@ static void on_revoked(void *ctx, const hs_db_result_t *res) {
 static void revoke_authorized(hs_req_t *req, const hs_principal_t *who) {
   const char *id = hs_route_param(&req->match, "id");
   if (id == NULL || !hs_uuid_valid(id)) {
-    hs_req_respond_error(req, 404, "not_found", "There is no token %s", id != NULL ? id : "");
+    hs_req_respond_error(req, 400, "malformed", "A token id is a UUID, as POST /v1/tokens gave");
     return;
   }
   top_t *op = top_new(req);

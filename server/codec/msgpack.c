@@ -307,6 +307,15 @@ static int scan_object(scan_t *s, size_t *end) {
       pos += fixed;
     } else if (kind == K_STR || kind == K_BIN) {
       const char *what = kind == K_STR ? (key ? "map key" : "string") : "binary";
+      /* A whole message whose string claims more bytes than it has is malformed, as an array
+       * that claims more elements is; only a string that is really there can be too long. A
+       * stream waiting for more bytes checks the limit first, so it never waits for too many. */
+      if (slen > rest && !s->partial) {
+        return hs_err_set(s->err, HS_EINVAL,
+                          "at byte %zu: %s of %llu bytes, but only %zu byte%s remain%s; was the "
+                          "body cut short?",
+                          at, what, (unsigned long long)slen, rest, plural(rest), verb_s(rest));
+      }
       if (slen > lim->max_str_len) {
         return hs_err_set(s->err, HS_ELIMIT,
                           "at byte %zu: %s of %llu bytes is over the limit of %zu bytes", at, what,

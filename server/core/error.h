@@ -40,7 +40,8 @@ typedef struct hs_err {
 /* Fills *err (if not NULL) with code and a printf-formatted message; returns code so callers
  * can write `return hs_err_set(err, HS_EINVAL, "...")`. */
 int hs_err_set(hs_err_t *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-int hs_err_vset(hs_err_t *err, int code, const char *fmt, va_list ap);
+int hs_err_vset(hs_err_t *err, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Clears *err to HS_OK (err may be NULL). */
 void hs_err_clear(hs_err_t *err);

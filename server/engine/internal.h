@@ -108,6 +108,10 @@ hs_value_t *hs__to_value(lua_State *L, int idx, hs_arena_t *a, const char *path,
                          size_t whylen);
 hs_value_t *hs__value_copy(hs_arena_t *a, const hs_value_t *v);
 bool hs__utf8_valid(const unsigned char *s, size_t n);
+/* The name of the first member of v whose text is not UTF-8 (name itself for a bare string),
+ * or NULL when all of it is. A brand's script can put any bytes in a Lua string; what goes to
+ * a device must be text. */
+const char *hs__value_non_utf8(const hs_value_t *v, const char *name);
 
 /* validate.c */
 /* Checks a completion against the spec table at spec_idx. Pushes the validated data table.

@@ -60,6 +60,35 @@ void hs__push_value(lua_State *L, const hs_value_t *v) {
   push_value(L, v, 0);
 }
 
+const char *hs__value_non_utf8(const hs_value_t *v, const char *name) {
+  switch (v->type) {
+    case HS_V_STR:
+      return hs__utf8_valid((const unsigned char *)v->as.str.ptr, v->as.str.len) ? NULL : name;
+    case HS_V_ARRAY:
+      for (size_t i = 0; i < v->as.arr.len; i++) {
+        const char *bad = hs__value_non_utf8(&v->as.arr.items[i], name);
+        if (bad != NULL) {
+          return bad;
+        }
+      }
+      return NULL;
+    case HS_V_MAP:
+      for (size_t i = 0; i < v->as.map.len; i++) {
+        const hs_member_t *m = &v->as.map.items[i];
+        if (!hs__utf8_valid((const unsigned char *)m->key, m->key_len)) {
+          return name; /* a name in it (a goal's, a content id) is not text */
+        }
+        const char *bad = hs__value_non_utf8(&m->val, m->key);
+        if (bad != NULL) {
+          return bad;
+        }
+      }
+      return NULL;
+    default:
+      return NULL;
+  }
+}
+
 bool hs__utf8_valid(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {

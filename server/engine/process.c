@@ -289,6 +289,27 @@ int hs_process_load(hs_vm_t *vm, const char *chunkname, const char *src, size_t 
     }
     return rc;
   }
+  /* The definition's text (title, goals, content) goes to devices and to the database. */
+  hs_arena_t a;
+  hs_arena_init(&a, 0);
+  hs_value_t *desc = NULL;
+  hs_err_t derr;
+  const char *bad = NULL;
+  if (hs_process_describe(c.proc, &a, &desc, &derr) == HS_OK) {
+    bad = hs__value_non_utf8(desc, "process");
+  }
+  if (bad != NULL) {
+    rc = hs_err_set(
+        err, HS_ESCRIPT,
+        "%s:%d: the process's %s holds text that is not UTF-8: write the script's text in UTF-8",
+        chunkname, c.proc->line, bad);
+  }
+  hs_arena_reset(&a);
+  if (rc != HS_OK) {
+    c.proc->released = true;
+    hs__process_unref(c.proc);
+    return rc;
+  }
   *out = c.proc;
   return HS_OK;
 }

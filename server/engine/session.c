@@ -635,6 +635,11 @@ static hs_value_t *build_step(lua_State *L, hs_session_t *s, int spec, hs_arena_
   }
   NEED(hs_map_add(a, step, "fields", fields) != NULL);
   lua_settop(L, top);
+  const char *bad = hs__value_non_utf8(step, "step");
+  if (bad != NULL) {
+    luaL_error(L, "the step's %s holds text that is not UTF-8: write the script's text in UTF-8",
+               bad);
+  }
   return step;
 }
 

@@ -590,6 +590,10 @@ void hs_req_respond(hs_req_t *req, int status, const hs_value_t *body) {
 }
 
 static void respond_error_v(hs_req_t *req, int status, const char *const *headers, size_t n_headers,
+                            const char *code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+
+static void respond_error_v(hs_req_t *req, int status, const char *const *headers, size_t n_headers,
                             const char *code, const char *fmt, va_list ap) {
   char msg[1024];
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -628,11 +632,20 @@ const char *hs_req_header(const hs_req_t *req, const char *name) {
   return NULL;
 }
 
+/* True when the Content-Type names exactly this media type (parameters after ';' allowed):
+ * "application/json-seq" is not JSON. */
+static bool media_is(const char *ct, const char *type) {
+  size_t n = strlen(type);
+  if (strncasecmp(ct, type, n) != 0) {
+    return false;
+  }
+  return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
 int hs_req_decode_body(hs_req_t *req, hs_value_t **out) {
   const char *ct = req->content_type;
-  if (ct[0] != '\0' && strncasecmp(ct, "application/json", 16) != 0 &&
-      strncasecmp(ct, "application/msgpack", 19) != 0 &&
-      strncasecmp(ct, "application/x-msgpack", 21) != 0) {
+  if (ct[0] != '\0' && !media_is(ct, "application/json") && !media_is(ct, "application/msgpack") &&
+      !media_is(ct, "application/x-msgpack")) {
     hs_req_respond_error(req, 415, "unsupported",
                          "A body of type %.100s cannot be read here: send application/msgpack or "
                          "application/json",
@@ -652,6 +665,9 @@ int hs_req_decode_body(hs_req_t *req, hs_value_t **out) {
   if (rc == HS_ELIMIT) {
     hs_req_respond_error(req, 413, "too_large", "The %s body is over a limit: %s", fmt_name,
                          err.msg);
+  } else if (rc == HS_EUNSUPPORTED) {
+    hs_req_respond_error(req, 400, "unsupported",
+                         "The %s body uses what this API has no place for: %s", fmt_name, err.msg);
   } else if (rc == HS_ENOMEM) {
     hs_req_respond_error(req, 503, "unavailable", "The server is short of memory; retry later");
   } else {
@@ -814,7 +830,7 @@ static void dispatch(hs_stream_t *st) {
   hs_req_t *req = &st->req;
   st->dispatched = true;
   const char *ct = req->content_type;
-  req->in_format = strncasecmp(ct, "application/json", 16) == 0 ? HS_FMT_JSON : HS_FMT_MSGPACK;
+  req->in_format = media_is(ct, "application/json") ? HS_FMT_JSON : HS_FMT_MSGPACK;
   if (!st->accept_set) {
     req->out_format =
         req->in_format; /* no preference (absent, or any type): answer in the request format */
@@ -1004,6 +1020,14 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user) {
   hs_conn_t *c = user;
+  if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
+      !c->closing) {
+    /* nghttp2 ended the connection itself (a frame it would not accept, or its own reset-rate
+     * limiter): the close is the peer's fault, and /metrics should say which. */
+    c->closing = true;
+    c->closing_since = now_ms(c);
+    c->reason = c->resets_received > 100 ? HS_CLOSE_RAPID_RESET : HS_CLOSE_PROTOCOL;
+  }
   if (frame->hd.type == NGHTTP2_RST_STREAM && frame->rst_stream.error_code != NGHTTP2_NO_ERROR) {
     /* Resets we send are work a client made us do: count them (CVE-2025-8671). */
     count_glitch(c);

@@ -10,7 +10,7 @@
  * Nothing in server/ knows it is being fuzzed: the harness builds the minimal hs_worker_t that
  * conn.c reads (loop, listener, config, routes, metrics, the flush check) as server.c does. */
 #include <errno.h>
-#include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -149,14 +149,16 @@ static void turn(void) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   hs_worker_t *w = g_worker;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* Non-blocking from the start: libFuzzer's timers interrupt blocking calls, and the server
+   * may stop reading, or close, at any point. */
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     die("socket", 0);
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  /* Loopback connect completes from the listen backlog, before the loop accepts. */
-  if (connect(fd, (const struct sockaddr *)&g_addr, sizeof g_addr) != 0) {
+  if (connect(fd, (const struct sockaddr *)&g_addr, sizeof g_addr) != 0 && errno != EINPROGRESS &&
+      errno != EINTR) {
     die("connect", 0);
   }
   int rounds = 0;
@@ -166,10 +168,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (w->n_conns != 1) {
     die("the loop did not accept the connection", 0);
   }
-  /* Non-blocking from here on: the server may stop reading, or close, at any point. */
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
-    die("cannot make the client socket non-blocking", 0);
+  struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+  while (poll(&pfd, 1, 1000) < 0 && errno == EINTR) {
   }
 
   const uint8_t *parts[2] = {(const uint8_t *)k_preface, data};

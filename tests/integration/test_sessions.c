@@ -515,7 +515,7 @@ static void test_get(void **state) {
   call(&c, "contractor", "GET", path, NULL, &r);
   check_error(&r, 404, "not_found", unknown, "GET an unknown session");
   call(&c, "contractor", "GET", "/v1/sessions/not-a-uuid", NULL, &r);
-  check_error(&r, 404, "not_found", NULL, "GET a malformed id");
+  check_error(&r, 400, "malformed", NULL, "GET a malformed id");
   snprintf(path, sizeof path, "/v1/sessions/%s", id);
   call(&kim, "contractor", "GET", path, NULL, &r);
   check_error(&r, 404, "not_found", NULL, "GET another contractor's session");
@@ -523,7 +523,8 @@ static void test_get(void **state) {
   check_error(&r, 404, "not_found", NULL, "GET another brand's session");
   call(&stranger, "admin", "GET", path, NULL, &r);
   check_error(&r, 404, "not_found", NULL, "GET another brand's session as its admin");
-  say("404: unknown id, malformed id, another contractor's, another brand's (contractor, admin)");
+  say("404: unknown id, another contractor's, another brand's (contractor, admin); 400: malformed "
+      "id");
 
   hs_api_resp_free(&r);
   hs_api_resp_free(&first);

@@ -1,0 +1,1 @@
+return process { name = 'p', title = 'bad \xff title', run = function(visit) end }
