@@ -2,10 +2,9 @@
 """Writes the seed corpora of the fuzz harnesses (tests/fuzz/<harness>/seeds/).
 
 The seeds are committed; run this again only to change them. Wire vectors, shipped processes
-and the hostile engine scripts are copied; the rest (hostile msgpack and JSON, completion bodies,
-HTTP/2 conversations) is built here, with a minimal msgpack encoder and hand-made HTTP/2 frames
+and the hostile engine scripts are not copied: scripts/fuzz reads them where they are. The
+rest (hostile msgpack and JSON, completion bodies, HTTP/2 conversations) is built here, with a minimal msgpack encoder and hand-made HTTP/2 frames
 so that nothing beyond Python's standard library is needed."""
-import glob
 import os
 import shutil
 import struct
@@ -27,11 +26,6 @@ def write(d, name, data):
         data = data.encode()
     with open(os.path.join(d, name), "wb") as f:
         f.write(data)
-
-
-def copy(d, pattern, prefix=""):
-    for p in sorted(glob.glob(os.path.join(ROOT, pattern))):
-        shutil.copy(p, os.path.join(d, prefix + os.path.basename(p)))
 
 
 class Bin(bytes):
@@ -88,7 +82,6 @@ def mp(v):
 # ---- msgpack
 
 d = seeds_dir("fuzz_msgpack")
-copy(d, "proto/vectors/*.msgpack")
 write(d, "bomb-array32", b"\xdd\x00\xff\xff\xff")
 write(d, "bomb-map32", b"\xdf\xff\xff\xff\xff")
 write(d, "bomb-str32", b"\xdb\x7f\xff\xff\xff")
@@ -121,8 +114,6 @@ write(d, "wide-map16", b"\xde\x00\x01\xa1x\xc3")
 # ---- JSON
 
 d = seeds_dir("fuzz_json")
-copy(d, "proto/vectors/*.json")
-copy(d, "proto/vectors/*.ndjson")
 write(d, "deep-40", "[" * 40 + "]" * 40)
 write(d, "deep-16", "[" * 16 + "]" * 16)
 write(d, "unclosed", '{"a": [1, 2, {"b": "c"')
@@ -175,8 +166,6 @@ write(d, "nested-extras", mp(dict(full, extras=[["a"], {"b": 1}])))
 # ---- Lua sources
 
 d = seeds_dir("fuzz_process_load")
-copy(d, "processes/*.lua")
-copy(d, "tests/engine/hostile/*.lua", "hostile-")
 write(d, "empty", "")
 write(d, "minimal", "return process { name = 'p', title = 'P', run = function(visit) end }\n")
 write(d, "one-step", """return process {

@@ -1,9 +1,0 @@
--- No debug.
--- phase: start
--- expect: unknown global 'debug'
-return process {
-  name = "debug-library", title = "Hostile: debug_library",
-  run = function(visit)
-    debug.getregistry()
-  end,
-}
