@@ -995,8 +995,7 @@ static int stream_send(sop_t *op, const hs_value_t *event) {
   hs_buf_init(&b, 0);
   int rc = hs_codec_encode_frame(op->req->out_format, event, &b);
   if (rc == HS_OK) {
-    /* Events are small and rare; a stream that is this far behind has a reader that is gone,
-     * and the connection's stall timer will close it. */
+    /* Events are small and rare: a stream this far behind has a reader that stopped reading. */
     rc = hs_req_stream_write(op->req, b.data, b.len);
   }
   hs_buf_free(&b);
@@ -1015,7 +1014,6 @@ static void stream_end(sop_t *op) {
 
 /* Sends what the stream has not sent yet: the current step, or the end. */
 static void stream_catch_up(sop_t *op, hs_live_t *live) {
-  hs_req_t *req = op->req;
   hs_arena_t scratch;
   hs_arena_init(&scratch, 0);
   hs_session_state_t st = hs_session_status(live->session);
@@ -1027,7 +1025,13 @@ static void stream_catch_up(sop_t *op, hs_live_t *live) {
     if (hs_session_step(live->session, &scratch, &step, &err) == HS_OK && ev != NULL &&
         hs_map_add_str(&scratch, ev, "type", "step") == HS_OK &&
         hs_map_add(&scratch, ev, "step", step) != NULL) {
-      stream_send(op, ev);
+      if (stream_send(op, ev) != HS_OK) {
+        /* The reader is far behind (or memory is short): end the stream rather than skip a
+         * step; a client that opens it again starts from the current step. */
+        hs_arena_reset(&scratch);
+        stream_end(op);
+        return;
+      }
       op->watcher.sent_seq = cur;
     }
   }
@@ -1048,7 +1052,6 @@ static void stream_catch_up(sop_t *op, hs_live_t *live) {
     return;
   }
   hs_arena_reset(&scratch);
-  (void)req;
 }
 
 static void stream_reloaded(sop_t *op, hs_live_t *live);
