@@ -17,7 +17,7 @@ enum {
 static const char *const k_sql[HS_WRITE_KINDS] = {
     [HS_WRITE_SESSION] =
         "WITH input AS ("
-        " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, id text, brand_id bigint,"
+        " SELECT * FROM json_to_recordset($1::json) AS t(i int, id text, brand_id bigint,"
         " process text, version text, contractor_id text, ref text, customer text,"
         " contractor text, seed bigint, events text, started_ms bigint)),"
         " s AS (INSERT INTO sessions (id, brand_id, process, version, contractor_id, ref,"
@@ -29,7 +29,7 @@ static const char *const k_sql[HS_WRITE_KINDS] = {
         " SELECT i FROM input JOIN s USING (id)",
     [HS_WRITE_COMPLETION] =
         "WITH input AS ("
-        " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, session_id text, seq int,"
+        " SELECT * FROM json_to_recordset($1::json) AS t(i int, session_id text, seq int,"
         " digest text, response text, events text, ended boolean, device_time timestamptz,"
         " brand_id bigint, process text, version text, step_id text, contractor_id text,"
         " data_digest text, data text)),"
@@ -49,7 +49,7 @@ static const char *const k_sql[HS_WRITE_KINDS] = {
         " SELECT i FROM input JOIN c USING (session_id, seq) WHERE (SELECT count(*) FROM n) >= 0",
     [HS_WRITE_REJECTION] =
         "WITH input AS ("
-        " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, session_id text, seq int,"
+        " SELECT * FROM json_to_recordset($1::json) AS t(i int, session_id text, seq int,"
         " device_time timestamptz, brand_id bigint, process text, version text, step_id text,"
         " contractor_id text, errors text, data_digest text, data text)),"
         " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
@@ -60,7 +60,7 @@ static const char *const k_sql[HS_WRITE_KINDS] = {
         " SELECT i FROM input",
     [HS_WRITE_FEEDBACK] =
         "WITH input AS ("
-        " SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(i int, brand_id bigint,"
+        " SELECT * FROM json_to_recordset($1::json) AS t(i int, brand_id bigint,"
         " session_id text, contractor_id text, source text, rating smallint, comment text,"
         " tags text[])),"
         " f AS (INSERT INTO feedback (brand_id, session_id, source, rating, comment, tags)"

@@ -1,7 +1,7 @@
 /* Group commit. Writes that arrive while a commit is in flight wait, and go together in the
  * next one: one transaction, one round trip, one WAL flush for all of them (SPEC §5). Each kind
  * of write is one statement for the whole batch: its rows travel as one JSON array parameter
- * that PostgreSQL unpacks with jsonb_to_recordset.
+ * that PostgreSQL unpacks with json_to_recordset.
  *
  * A write's callback runs once its transaction committed (synchronous_commit on), so a 200
  * sent from it is durable. Writes are idempotent by key: a row whose key exists already is
