@@ -52,7 +52,15 @@ bool hs_api_valid_name(const char *s) {
   return true;
 }
 
-bool hs_api_only_members(hs_req_t *req, const hs_value_t *body, const char *const *allowed) {
+hs_value_t *hs_api_decode_map(hs_req_t *req, const char *const *allowed, const char *shape) {
+  hs_value_t *body = NULL;
+  if (hs_req_decode_body(req, &body) != HS_OK) {
+    return NULL;
+  }
+  if (body->type != HS_V_MAP) {
+    hs_req_respond_error(req, 400, "malformed", "The body must be a map %s", shape);
+    return NULL;
+  }
   for (size_t i = 0; i < body->as.map.len; i++) {
     const char *key = body->as.map.items[i].key;
     bool ok = false;
@@ -61,8 +69,8 @@ bool hs_api_only_members(hs_req_t *req, const hs_value_t *body, const char *cons
     }
     if (!ok) {
       hs_req_respond_error(req, 400, "malformed", "Unknown member \"%s\" in the request body", key);
-      return false;
+      return NULL;
     }
   }
-  return true;
+  return body;
 }

@@ -246,15 +246,12 @@ static void on_activated(void *ctx, const hs_db_result_t *res) {
 }
 
 static void activate_authorized(hs_req_t *req, const hs_principal_t *who) {
-  hs_value_t *body = NULL;
-  if (hs_req_decode_body(req, &body) != HS_OK) {
-    return;
-  }
   static const char *const allowed[] = {"version", NULL};
-  if (body->type == HS_V_MAP && !hs_api_only_members(req, body, allowed)) {
+  hs_value_t *body = hs_api_decode_map(req, allowed, "{version}");
+  if (body == NULL) {
     return;
   }
-  const hs_value_t *version = body->type == HS_V_MAP ? hs_map_get(body, "version") : NULL;
+  const hs_value_t *version = hs_map_get(body, "version");
   if (version == NULL || version->type != HS_V_STR || !hs_is_hex(version->as.str.ptr, 64)) {
     hs_req_respond_error(req, 400, "malformed",
                          "The body must be {version = \"<64 hex digits>\"}, a version from PUT "

@@ -463,16 +463,9 @@ static void start_lookup_ref(sop_t *op) {
 }
 
 static void start_authorized(hs_req_t *req, const hs_principal_t *who) {
-  hs_value_t *body = NULL;
-  if (hs_req_decode_body(req, &body) != HS_OK) {
-    return;
-  }
   static const char *const allowed[] = {"process", "customer", "ref", NULL};
-  if (body->type != HS_V_MAP) {
-    hs_req_respond_error(req, 400, "malformed", "The body must be a map {process, customer, ref}");
-    return;
-  }
-  if (!hs_api_only_members(req, body, allowed)) {
+  hs_value_t *body = hs_api_decode_map(req, allowed, "{process, customer, ref}");
+  if (body == NULL) {
     return;
   }
   const hs_value_t *process = hs_map_get(body, "process");
@@ -944,16 +937,9 @@ static void complete_authorized(hs_req_t *req, const hs_principal_t *who) {
     hs_req_respond_error(req, 400, "malformed", "The step seq in the path must be 1 or more");
     return;
   }
-  hs_value_t *body = NULL;
-  if (hs_req_decode_body(req, &body) != HS_OK) {
-    return;
-  }
   static const char *const allowed[] = {"data", "at", NULL};
-  if (body->type != HS_V_MAP) {
-    hs_req_respond_error(req, 400, "malformed", "The body must be a map {data, at}");
-    return;
-  }
-  if (!hs_api_only_members(req, body, allowed)) {
+  hs_value_t *body = hs_api_decode_map(req, allowed, "{data, at}");
+  if (body == NULL) {
     return;
   }
   const hs_value_t *data = hs_map_get(body, "data");
@@ -1124,17 +1110,9 @@ static void on_feedback_committed(void *ctx, int status, bool inserted) {
 }
 
 static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
-  hs_value_t *body = NULL;
-  if (hs_req_decode_body(req, &body) != HS_OK) {
-    return;
-  }
   static const char *const allowed[] = {"rating", "comment", "tags", "from", NULL};
-  if (body->type != HS_V_MAP) {
-    hs_req_respond_error(req, 400, "malformed",
-                         "The body must be a map {rating?, comment?, tags?, from}");
-    return;
-  }
-  if (!hs_api_only_members(req, body, allowed)) {
+  hs_value_t *body = hs_api_decode_map(req, allowed, "{rating?, comment?, tags?, from}");
+  if (body == NULL) {
     return;
   }
   const hs_value_t *rating = hs_map_get(body, "rating");

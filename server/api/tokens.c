@@ -69,16 +69,9 @@ static void on_created(void *ctx, const hs_db_result_t *res) {
 }
 
 static void create_authorized(hs_req_t *req, const hs_principal_t *who) {
-  hs_value_t *body = NULL;
-  if (hs_req_decode_body(req, &body) != HS_OK) {
-    return;
-  }
   static const char *const allowed[] = {"role", "name", "subject", NULL};
-  if (body->type != HS_V_MAP) {
-    hs_req_respond_error(req, 400, "malformed", "The body must be a map {role, name?, subject?}");
-    return;
-  }
-  if (!hs_api_only_members(req, body, allowed)) {
+  hs_value_t *body = hs_api_decode_map(req, allowed, "{role, name?, subject?}");
+  if (body == NULL) {
     return;
   }
   const hs_value_t *role = hs_map_get(body, "role");

@@ -14,18 +14,26 @@ void hs_cmd_check_help(FILE *out) {
         out);
 }
 
-int hs_cmd_check_main(int argc, char **argv) {
+int hs_cli_first_file(int argc, char **argv, void (*help)(FILE *out)) {
   int first = 1;
   if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-    hs_cmd_check_help(stdout);
+    help(stdout);
     return 0;
   }
   if (argc > 1 && strcmp(argv[1], "--") == 0) {
     first = 2;
   }
   if (argc <= first) {
-    hs_cmd_check_help(stderr);
-    return 2;
+    help(stderr);
+    return -2;
+  }
+  return first;
+}
+
+int hs_cmd_check_main(int argc, char **argv) {
+  int first = hs_cli_first_file(argc, argv, hs_cmd_check_help);
+  if (first <= 0) {
+    return -first;
   }
   int bad = 0;
   for (int i = first; i < argc; i++) {

@@ -18,17 +18,9 @@ void hs_cmd_test_help(FILE *out) {
 }
 
 int hs_cmd_test_main(int argc, char **argv) {
-  int first = 1;
-  if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-    hs_cmd_test_help(stdout);
-    return 0;
-  }
-  if (argc > 1 && strcmp(argv[1], "--") == 0) {
-    first = 2;
-  }
-  if (argc <= first) {
-    hs_cmd_test_help(stderr);
-    return 2;
+  int first = hs_cli_first_file(argc, argv, hs_cmd_test_help);
+  if (first <= 0) {
+    return -first;
   }
   int passed = 0, failed = 0, broken = 0;
   for (int i = first; i < argc; i++) {

@@ -16,6 +16,11 @@ void hs_cmd_check_help(FILE *out);
 int hs_cmd_test_main(int argc, char **argv);
 void hs_cmd_test_help(FILE *out);
 
+/* For commands that take FILE…: handles --help and a leading "--", and returns the index of
+ * the first file; or 0 when help was shown (exit 0) and -2 on a usage error (exit 2: the
+ * usage went to stderr). */
+int hs_cli_first_file(int argc, char **argv, void (*help)(FILE *out));
+
 /* handsel serve: runs the HTTP/2 server until SIGTERM or SIGINT (serve.c). */
 int hs_cmd_serve_main(int argc, char **argv);
 void hs_cmd_serve_help(FILE *out);
