@@ -20,6 +20,10 @@ static const command_t k_commands[] = {
     {"check", "check process scripts without running them", hs_cmd_check_main, hs_cmd_check_help},
     {"test", "run the test scenarios of process scripts, offline", hs_cmd_test_main,
      hs_cmd_test_help},
+    {"verify", "check an export of the compliance log against the public key", hs_cmd_verify_main,
+     hs_cmd_verify_help},
+    {"key", "make the key that signs the compliance log, or print its public half", hs_cmd_key_main,
+     hs_cmd_key_help},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
 

@@ -32,6 +32,10 @@ void hs_api_process_activate(hs_req_t *req);
 void hs_api_process_list(hs_req_t *req);
 void hs_api_process_get(hs_req_t *req);
 /* tokens.c */
+void hs_api_audit_export(hs_req_t *req);
+void hs_api_audit_checkpoint(hs_req_t *req);
+void hs_api_audit_key(hs_req_t *req);
+
 void hs_api_token_create(hs_req_t *req);
 void hs_api_token_revoke(hs_req_t *req);
 /* Routes whose capability is not in this build yet: 501 with a clear error. */

@@ -791,6 +791,27 @@ static void complete_with_live(sop_t *op, hs_live_t *live) {
   op->holding = true;
 }
 
+/* The compliance record's documents and pii names (see hs_step_result_t); absent members are
+ * NULL columns. */
+static void row_record_info(hs_row_t *row, const hs_step_result_t *res, hs_arena_t *a) {
+  if (res->documents != NULL) {
+    hs_row_msgpack(row, "documents", res->documents);
+  }
+  const hs_value_t *pii = res->pii;
+  if (pii == NULL || pii->type != HS_V_ARRAY || pii->as.arr.len == 0) {
+    return;
+  }
+  const char **names = hs_arena_alloc(a, pii->as.arr.len * sizeof *names);
+  if (names == NULL) {
+    row->rc = HS_ENOMEM;
+    return;
+  }
+  for (size_t i = 0; i < pii->as.arr.len; i++) {
+    names[i] = pii->as.arr.items[i].type == HS_V_STR ? pii->as.arr.items[i].as.str.ptr : "";
+  }
+  hs_row_strs(row, "pii", names, pii->as.arr.len);
+}
+
 static void complete_checked(sop_t *op, hs_live_t *live) {
   hs_req_t *req = op->req;
   hs_arena_t *a = &req->arena;
@@ -816,7 +837,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     memset(&res, 0, sizeof res);
     res.status = HS_STEP_REJECTED;
     res.errors = op->missing;
-    rc = HS_OK;
+    rc = hs_session_record_info(live->session, a, &res.documents, &res.pii, &err);
   } else {
     rc = hs_session_complete(live->session, op->seq, op->data, hs_time_now_ms(), op->at_ms, a, &res,
                              &err);
@@ -873,6 +894,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     hs_row_msgpack(&row, "errors", res.errors);
     hs_row_bytes(&row, "data_digest", data_digest, 32);
     hs_row_bytes(&row, "data", data_mp.data, data_mp.len);
+    row_record_info(&row, &res, a);
   } else {
     hs_value_t nil = {.type = HS_V_NIL};
     hs_value_t *answer = hs_value_new_map(a, 2);
@@ -906,6 +928,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     hs_row_str(&row, "contractor_id", live->contractor_id);
     hs_row_bytes(&row, "data_digest", data_digest, 32);
     hs_row_bytes(&row, "data", data_mp.data, data_mp.len);
+    row_record_info(&row, &res, a);
   }
   hs_buf_free(&data_mp);
   rc = hs_commit_submit(

@@ -35,4 +35,10 @@ void hs_cmd_brand_help(FILE *out);
 int hs_cmd_token_main(int argc, char **argv);
 void hs_cmd_token_help(FILE *out);
 
+/* handsel verify FILE --key PUB; handsel key generate|public FILE (cmd_verify.c). */
+int hs_cmd_verify_main(int argc, char **argv);
+void hs_cmd_verify_help(FILE *out);
+int hs_cmd_key_main(int argc, char **argv);
+void hs_cmd_key_help(FILE *out);
+
 #endif

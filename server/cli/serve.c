@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "audit/sign.h"
 #include "core/log.h"
 #include "db/probe.h"
 #include "http/config.h"
@@ -25,6 +26,10 @@ void hs_cmd_serve_help(FILE *out) {
         "  HANDSEL_WORKERS         worker threads, one event loop each (default: core count)\n"
         "  HANDSEL_DB              libpq conninfo of the PostgreSQL database (/readyz checks it)\n"
         "  HANDSEL_TLS_CERT/_KEY   PEM certificate chain and private key\n"
+        "  HANDSEL_SIGNING_KEY     PEM Ed25519 private key that signs the compliance log's\n"
+        "                          checkpoints, the same on every node (handsel key generate);\n"
+        "                          unset: a development key under $XDG_STATE_HOME/handsel\n"
+        "  HANDSEL_SEAL_MS (200)   how often new validation records are sealed and signed\n"
         "Limits:\n"
         "  HANDSEL_MAX_BODY (1048576)  HANDSEL_MAX_HEADER_LIST (16384)  HANDSEL_MAX_HEADERS (64)\n"
         "  HANDSEL_MAX_STREAMS (100)   HANDSEL_MAX_CONNS per worker (10000)\n"
@@ -50,6 +55,7 @@ void hs_cmd_serve_help(FILE *out) {
 typedef struct serve_ctx {
   const hs_config_t *cfg;
   hs_db_probe_t *probe;
+  hs_audit_key_t *key; /* owned: signs the compliance log's checkpoints */
 } serve_ctx_t;
 
 static void start_probe(uv_loop_t *loop, void *arg) {
@@ -76,6 +82,12 @@ static int worker_start(hs_worker_t *w, void *arg, hs_err_t *err) {
   int rc = hs_store_new(&w->loop, s->cfg, w->metrics, &store, err);
   if (rc == HS_OK) {
     w->app = store;
+    /* One sealer per node is enough: it seals every brand's records, whichever worker or
+     * node wrote them. */
+    rc = hs_store_set_audit(store, s->key, w->index == 0);
+    if (rc != HS_OK) {
+      hs_err_set(err, rc, "cannot start the compliance log's sealer");
+    }
   }
   return rc;
 }
@@ -85,6 +97,39 @@ static void worker_stop(hs_worker_t *w, void *arg) {
     hs_store_close(w->app);
     w->app = NULL;
   }
+}
+
+/* HANDSEL_SIGNING_KEY names the deployment's key, shared by every node. Without it this is a
+ * development server: it makes a key of its own on first start and says so loudly, because
+ * checkpoints signed with it prove nothing to anyone who cannot trust this machine. */
+static int load_signing_key(const hs_config_t *cfg, hs_audit_key_t **out) {
+  hs_err_t err;
+  hs_err_clear(&err);
+  char path[1100];
+  bool dev = cfg->signing_key[0] == '\0';
+  if (dev) {
+    const char *state = getenv("XDG_STATE_HOME");
+    const char *home = getenv("HOME");
+    if (state != NULL && *state != '\0') {
+      snprintf(path, sizeof path, "%s/handsel/signing-key.pem", state);
+    } else {
+      snprintf(path, sizeof path, "%s/.local/state/handsel/signing-key.pem",
+               home != NULL && *home != '\0' ? home : ".");
+    }
+  } else {
+    snprintf(path, sizeof path, "%s", cfg->signing_key);
+  }
+  bool created = false;
+  if (hs_audit_key_load(path, dev, out, &created, &err) != HS_OK) {
+    fprintf(stderr, "handsel serve: %s (HANDSEL_SIGNING_KEY)\n", err.msg);
+    return HS_EINVAL;
+  }
+  if (dev) {
+    hs_log(HS_LOG_WARN, "development_signing_key", "{s:s, s:s, s:b, s:s}", "path", path, "key_id",
+           hs_audit_key_id(*out), "created", created, "hint",
+           "set HANDSEL_SIGNING_KEY to the deployment's key (handsel key generate FILE)");
+  }
+  return HS_OK;
 }
 
 int hs_cmd_serve_main(int argc, char **argv) {
@@ -140,6 +185,9 @@ int hs_cmd_serve_main(int argc, char **argv) {
     }
   }
   serve_ctx_t ctx = {.cfg = &cfg};
+  if (cfg.db_conninfo[0] != '\0' && load_signing_key(&cfg, &ctx.key) != HS_OK) {
+    return 1;
+  }
   hs_server_opts_t opts = {.config = &cfg,
                            .routes = hs_api_routes,
                            .n_routes = hs_api_routes_len,
@@ -148,7 +196,9 @@ int hs_cmd_serve_main(int argc, char **argv) {
                            .worker_start = worker_start,
                            .worker_stop = worker_stop,
                            .hook_ctx = &ctx};
-  if (hs_server_run(&opts, &err) != HS_OK) {
+  int rc = hs_server_run(&opts, &err);
+  hs_audit_key_free(ctx.key);
+  if (rc != HS_OK) {
     hs_log(HS_LOG_ERROR, "serve_failed", "{s:s}", "error", err.msg);
     fprintf(stderr, "handsel serve: %s\n", err.msg);
     return 1;

@@ -139,6 +139,11 @@ typedef struct hs_step_result {
                           a whole is under the key "" */
   hs_value_t *events;  /* array of event maps to persist, in order; empty when REJECTED */
   const char *outcome; /* the latest outcome recorded by this call, or NULL */
+  /* hs_session_complete, for the compliance record of the attempt (accepted or rejected):
+   * the document each ack field of the step was about, {field = {id, hash = "sha256:…",
+   * version?}}, and the names of the step's pii fields (an array); NULL when none. */
+  hs_value_t *documents;
+  hs_value_t *pii;
 } hs_step_result_t;
 
 /* Starts a session of p: runs the script to its first step. On success *out belongs to the
@@ -169,6 +174,12 @@ int hs_session_replay(hs_process_t *p, const hs_value_t *events, hs_arena_t *a, 
 
 /* Rebuilds the current step of a waiting session as sent to a device (for GET). */
 int hs_session_step(hs_session_t *s, hs_arena_t *a, hs_value_t **out, hs_err_t *err);
+
+/* The documents and pii field names of the current step, as hs_session_complete reports them
+ * in hs_step_result_t, for the record of an attempt the engine does not see (the server
+ * rejects missing evidence before the script runs). Allocated in a; NULL when none. */
+int hs_session_record_info(hs_session_t *s, hs_arena_t *a, hs_value_t **documents,
+                           hs_value_t **pii, hs_err_t *err);
 
 typedef enum hs_session_state {
   HS_SESSION_WAITING = 1, /* at a step */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ids.h"
 #include "engine/internal.h"
 
 /* Every id the script gives (steps, slots) stays short: it is stored with every event. */
@@ -90,6 +91,36 @@ static bool content_exists(lua_State *L, int content, const char *id) {
   bool ok = lua_getfield(L, content, id) == LUA_TTABLE;
   lua_pop(L, 1);
   return ok;
+}
+
+/* "sha256:<hex>" of a content item as the process declares it: each of kind, title, uri,
+ * version and text as a 4-byte big-endian length and the bytes (length 0xffffffff when absent).
+ * A compliance record keeps this next to the content id, so it names the exact document that
+ * was shown even if a later version of the process changes what the id points to. */
+static void content_hash(lua_State *L, int entry, char out[7 + 64 + 1]) {
+  static const char *const keys[] = {"kind", "title", "uri", "version", "text"};
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    size_t n = 0;
+    const char *v =
+        lua_getfield(L, entry, keys[i]) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    uint32_t len = v != NULL ? (uint32_t)n : UINT32_MAX;
+    char be[4] = {(char)(len >> 24), (char)(len >> 16), (char)(len >> 8), (char)len};
+    lua_pop(L, 1); /* the content table still holds the string */
+    luaL_addlstring(&b, be, 4);
+    if (v != NULL) {
+      luaL_addlstring(&b, v, n);
+    }
+  }
+  luaL_pushresult(&b);
+  size_t n = 0;
+  const char *p = lua_tolstring(L, -1, &n);
+  uint8_t digest[32];
+  hs_sha256(p, n, digest);
+  lua_pop(L, 1);
+  memcpy(out, "sha256:", 7);
+  hs_hex(digest, 32, out + 7);
 }
 
 static bool is_ack(lua_State *L, int idx) {
@@ -911,6 +942,59 @@ int hs_session_replay(hs_process_t *p, const hs_value_t *events, hs_arena_t *a, 
   return begin(p, NULL, events, a, out, res, err);
 }
 
+/* What the compliance record of an attempt at the step `spec` keeps besides the data: the
+ * document each ack field was about ({field = {id, hash, version?}}, or NULL when the step has
+ * no ack field) and the names of its `pii` fields (an array, or NULL when there are none). */
+static void step_record_info(lua_State *L, hs_session_t *s, int spec, hs_arena_t *a,
+                             hs_value_t **docs_out, hs_value_t **pii_out) {
+  hs_value_t *docs = NULL;
+  hs_value_t *pii = NULL;
+  int top = lua_gettop(L);
+  push_content(L, s);
+  int content = lua_gettop(L);
+  lua_getfield(L, spec, "fields");
+  int fields = lua_gettop(L);
+  for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, fields); i <= n; i++) {
+    lua_settop(L, fields);
+    lua_rawgeti(L, fields, i);
+    int f = lua_gettop(L);
+    lua_getfield(L, f, "name");
+    const char *name = lua_tostring(L, -1);
+    if (name == NULL) {
+      continue;
+    }
+    if (lua_getfield(L, f, "pii") == LUA_TBOOLEAN && lua_toboolean(L, -1)) {
+      if (pii == NULL) {
+        pii = hs_value_new_array(a, 1);
+        NEED(pii != NULL);
+      }
+      hs_value_t *v = hs_value_new_cstr(a, name);
+      NEED(v != NULL && hs_array_push(a, pii, v) != NULL);
+    }
+    if (!is_ack(L, f)) {
+      continue;
+    }
+    if (docs == NULL) {
+      docs = hs_value_new_map(a, 1);
+      NEED(docs != NULL);
+    }
+    lua_getfield(L, f, "document");
+    hs_value_t *doc = hs_value_new_map(a, 3);
+    NEED(doc != NULL && hs_map_add_str(a, doc, "id", lua_tostring(L, -1)) == HS_OK);
+    lua_getfield(L, content, lua_tostring(L, -1));
+    char hash[7 + 64 + 1];
+    content_hash(L, lua_gettop(L), hash);
+    NEED(hs_map_add_str(a, doc, "hash", hash) == HS_OK);
+    if (lua_getfield(L, -1, "version") == LUA_TSTRING) {
+      NEED(hs_map_add_str(a, doc, "version", lua_tostring(L, -1)) == HS_OK);
+    }
+    NEED(hs_map_add(a, docs, name, doc) != NULL);
+  }
+  lua_settop(L, top);
+  *docs_out = docs;
+  *pii_out = pii;
+}
+
 static int complete_protected(lua_State *L) {
   call_ctx_t *c = lua_touserdata(L, 1);
   hs_session_t *s = c->s;
@@ -920,6 +1004,7 @@ static int complete_protected(lua_State *L) {
   int ud = lua_gettop(L);
   lua_getiuservalue(L, ud, 2);
   int spec = lua_gettop(L);
+  step_record_info(L, s, spec, a, &c->res->documents, &c->res->pii);
   hs_value_t *errors = hs_value_new_map(a, 2);
   NEED(errors != NULL);
   c->res->errors = errors;
@@ -996,32 +1081,7 @@ static int complete_protected(lua_State *L) {
   }
   NEED(hs_map_add_int(a, e, "rng", (int64_t)s->rng) == HS_OK);
   /* Which document (and which version of it) each acknowledgment was about. */
-  hs_value_t *docs = NULL;
-  push_content(L, s);
-  int content = lua_gettop(L);
-  lua_getfield(L, spec, "fields");
-  for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    lua_pushboolean(L, 0); /* keeps the stack shape of the code below */
-    if (is_ack(L, -2)) {
-      if (docs == NULL) {
-        docs = hs_value_new_map(a, 1);
-        NEED(docs != NULL);
-      }
-      lua_getfield(L, -2, "name");
-      lua_getfield(L, -3, "document");
-      hs_value_t *doc = hs_value_new_map(a, 2);
-      NEED(doc != NULL && hs_map_add_str(a, doc, "id", lua_tostring(L, -1)) == HS_OK);
-      lua_getfield(L, content, lua_tostring(L, -1));
-      lua_getfield(L, -1, "version");
-      if (lua_type(L, -1) == LUA_TSTRING) {
-        NEED(hs_map_add_str(a, doc, "version", lua_tostring(L, -1)) == HS_OK);
-      }
-      NEED(hs_map_add(a, docs, lua_tostring(L, -4), doc) != NULL);
-      lua_pop(L, 4);
-    }
-    lua_pop(L, 2);
-  }
+  hs_value_t *docs = c->res->documents;
   if (docs != NULL) {
     NEED(hs_map_add(a, e, "documents", docs) != NULL);
   }
@@ -1102,6 +1162,34 @@ int hs_session_step(hs_session_t *s, hs_arena_t *a, hs_value_t **out, hs_err_t *
   int rc = hs__protect(s->vm, step_protected, &c, err);
   if (rc == HS_OK) {
     *out = c.out;
+  }
+  return rc;
+}
+
+typedef struct info_ctx {
+  hs_session_t *s;
+  hs_arena_t *a;
+  hs_value_t *documents, *pii;
+} info_ctx_t;
+
+static int info_protected(lua_State *L) {
+  info_ctx_t *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->ref);
+  lua_getiuservalue(L, -1, 2);
+  step_record_info(L, c->s, lua_gettop(L), c->a, &c->documents, &c->pii);
+  return 0;
+}
+
+int hs_session_record_info(hs_session_t *s, hs_arena_t *a, hs_value_t **documents, hs_value_t **pii,
+                           hs_err_t *err) {
+  if (s->state != HS_SESSION_WAITING) {
+    return hs_err_set(err, HS_ECONFLICT, "the session is not at a step");
+  }
+  info_ctx_t c = {.s = s, .a = a};
+  int rc = hs__protect(s->vm, info_protected, &c, err);
+  if (rc == HS_OK) {
+    *documents = c.documents;
+    *pii = c.pii;
   }
   return rc;
 }

@@ -102,6 +102,7 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   cfg->session_cache = 100000;
   cfg->session_memory = 512u * 1024 * 1024;
   cfg->max_blob = 16 * 1024 * 1024;
+  cfg->seal_ms = 200;
 
   const char *listen = getenv("HANDSEL_LISTEN");
   if (listen != NULL && *listen != '\0') {
@@ -113,7 +114,9 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   int rc;
   if ((rc = env_str("HANDSEL_TLS_CERT", cfg->tls_cert, sizeof cfg->tls_cert, err)) != HS_OK ||
       (rc = env_str("HANDSEL_TLS_KEY", cfg->tls_key, sizeof cfg->tls_key, err)) != HS_OK ||
-      (rc = env_str("HANDSEL_DB", cfg->db_conninfo, sizeof cfg->db_conninfo, err)) != HS_OK) {
+      (rc = env_str("HANDSEL_DB", cfg->db_conninfo, sizeof cfg->db_conninfo, err)) != HS_OK ||
+      (rc = env_str("HANDSEL_SIGNING_KEY", cfg->signing_key, sizeof cfg->signing_key, err)) !=
+          HS_OK) {
     return rc;
   }
   if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0')) {
@@ -146,5 +149,6 @@ int hs_config_from_env(hs_config_t *cfg, hs_err_t *err) {
   ENV_NUM("HANDSEL_SESSION_CACHE", session_cache, 1, 100000000);
   ENV_NUM("HANDSEL_SESSION_MEMORY", session_memory, 1024 * 1024, 1ull << 40);
   ENV_NUM("HANDSEL_MAX_BLOB", max_blob, 1024, 1024ull * 1024 * 1024);
+  ENV_NUM("HANDSEL_SEAL_MS", seal_ms, 10, 3600000);
   return HS_OK;
 }

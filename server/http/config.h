@@ -43,6 +43,10 @@ typedef struct hs_config {
   size_t session_memory;  /* bytes the brands' Lua states of a worker may hold before evicting */
   size_t max_blob;        /* bytes of one evidence upload */
   bool dev_auth; /* development only: brand, role and subject from x-handsel-dev-* headers */
+
+  /* The compliance log. */
+  char signing_key[1024]; /* PEM Ed25519 private key; empty: a development key (see serve) */
+  uint32_t seal_ms;       /* how often new validation records are sealed into the chain */
 } hs_config_t;
 
 /* Fills *cfg with defaults, then applies HANDSEL_* environment variables. Fails with a message

@@ -677,8 +677,13 @@ int hs_req_decode_body(hs_req_t *req, hs_value_t **out) {
 }
 
 int hs_req_stream_start(hs_req_t *req, int status, const char *content_type) {
+  return hs_req_stream_start_h(req, status, content_type, NULL, 0);
+}
+
+int hs_req_stream_start_h(hs_req_t *req, int status, const char *content_type,
+                          const char *const *headers, size_t n_headers) {
   hs_stream_t *st = stream_of(req);
-  int rc = submit_headers(st, status, content_type, NULL, 0, true, SIZE_MAX);
+  int rc = submit_headers(st, status, content_type, headers, n_headers, true, SIZE_MAX);
   if (rc == HS_OK) {
     conn_want_flush(st->conn);
   }

@@ -49,6 +49,9 @@ typedef struct hs_metrics_shard {
   _Atomic uint64_t session_replays;
   _Atomic uint64_t commit_batches;
   _Atomic uint64_t commit_writes;
+  /* The compliance log's sealer (audit/sealer.c). */
+  _Atomic uint64_t audit_sealed;
+  _Atomic uint64_t audit_checkpoints;
 } hs_metrics_shard_t;
 
 /* Sets the route labels (borrowed: must outlive the metrics) and the number of shards.

@@ -92,6 +92,9 @@ void hs_req_respond_raw(hs_req_t *req, int status, const char *content_type, con
 /* Starts a streaming response: headers go out now, the body follows with hs_req_stream_write
  * and ends with hs_req_stream_end. */
 int hs_req_stream_start(hs_req_t *req, int status, const char *content_type);
+/* The same with extra response headers: name/value pairs, n_headers pairs (at most 4). */
+int hs_req_stream_start_h(hs_req_t *req, int status, const char *content_type,
+                          const char *const *headers, size_t n_headers);
 
 /* Queues bytes (copied) on a started stream. Returns HS_ELIMIT without queuing when the stream
  * already buffers config.stream_outbuf bytes: the producer waits for on_drain. */

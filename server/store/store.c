@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/sealer.h"
 #include "codec/codec.h"
 #include "core/log.h"
 #include "core/strmap.h"
@@ -24,16 +25,18 @@ static const hs_codec_limits_t k_stored_limits = {
 struct hs_store {
   uv_loop_t *loop;
   const hs_config_t *cfg;
-  hs_db_pool_t *pool;             /* owned */
-  hs_committer_t *committer;      /* owned */
-  hs_metrics_shard_t *metrics;    /* borrowed; may be NULL */
-  hs_strmap_t brands;             /* brand name -> id (stored in the pointer) */
-  hs_strmap_t tokens;             /* token hash (hex) -> malloc'd opaque entry (owned) */
-  uint64_t token_generation;      /* advanced by every revocation heard */
-  hs_strmap_t vms;                /* brand id -> hs_vm_t* (owned) */
-  hs_strmap_t procs;              /* "brand/name/version" -> hs_process_t* (owned by their VM) */
-  hs_strmap_t lives;              /* session id -> hs_live_t* (owned) */
-  hs_live_t *lru_head, *lru_tail; /* most recently used first */
+  hs_db_pool_t *pool;              /* owned */
+  hs_committer_t *committer;       /* owned */
+  hs_metrics_shard_t *metrics;     /* borrowed; may be NULL */
+  hs_strmap_t brands;              /* brand name -> id (stored in the pointer) */
+  hs_strmap_t tokens;              /* token hash (hex) -> malloc'd opaque entry (owned) */
+  uint64_t token_generation;       /* advanced by every revocation heard */
+  hs_strmap_t vms;                 /* brand id -> hs_vm_t* (owned) */
+  hs_strmap_t procs;               /* "brand/name/version" -> hs_process_t* (owned by their VM) */
+  hs_strmap_t lives;               /* session id -> hs_live_t* (owned) */
+  hs_live_t *lru_head, *lru_tail;  /* most recently used first */
+  const hs_audit_key_t *audit_key; /* borrowed; NULL until hs_store_set_audit */
+  hs_sealer_t *sealer;             /* owned; only on the worker that seals */
 
   /* LISTEN connection: other workers and nodes announce committed steps. */
   PGconn *listen;    /* owned */
@@ -298,15 +301,24 @@ void hs_store_close(hs_store_t *s) {
     free(v);
   }
   hs_strmap_free(&s->tokens);
-  it = 0;
-  while (hs_strmap_next(&s->tokens, &it, &k, &v)) {
-    free(v);
-  }
-  hs_strmap_free(&s->tokens);
   listen_reset(s);
+  hs_sealer_close(s->sealer);
+  s->sealer = NULL;
   hs_committer_close(s->committer);
   hs_db_pool_close(s->pool);
   uv_close((uv_handle_t *)&s->ltimer, on_ltimer_closed);
+}
+
+int hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key, bool seal) {
+  s->audit_key = key;
+  if (seal && s->sealer == NULL) {
+    return hs_sealer_new(s->loop, s->pool, key, s->cfg->seal_ms, s->metrics, &s->sealer);
+  }
+  return HS_OK;
+}
+
+const hs_audit_key_t *hs_store_audit_key(hs_store_t *s) {
+  return s->audit_key;
 }
 
 hs_db_pool_t *hs_store_pool(hs_store_t *s) {

@@ -671,9 +671,22 @@ static const bad_case_t k_cases[] = {
     {"HTTP/1.1 on the port", "GET", "/healthz", W_NONE, .gen = G_HTTP11, .status = 505},
     {"HTTP/1.0 on the port", "POST", "/v1/sessions", W_NONE, .gen = G_HTTP10, .status = 505},
 
+    /* The audit export's filters. */
+    {"audit export, misspelt filter", "GET", "/v1/audit?sesion=x", W_COMP, .status = 400,
+     .code = "malformed"},
+    {"audit export, unknown format", "GET", "/v1/audit?format=xml", W_COMP, .status = 400,
+     .code = "malformed"},
+    {"audit export, not a time", "GET", "/v1/audit?from=yesterday", W_COMP, .status = 400,
+     .code = "malformed"},
+    {"audit export, from after to", "GET",
+     "/v1/audit?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", W_COMP, .status = 400,
+     .code = "malformed"},
+    {"audit export, not a session id", "GET", "/v1/audit?session=abc", W_COMP, .status = 400,
+     .code = "malformed"},
+    {"audit export, unknown result", "GET", "/v1/audit?result=maybe", W_COMP, .status = 400,
+     .code = "malformed"},
+
     /* Routes this build does not offer. */
-    {"audit export", "GET", "/v1/audit?format=csv", W_COMP, .status = 501,
-     .code = "not_implemented"},
     {"content stats", "GET", "/v1/content/stats?process=solar-consult", W_AUTHOR, .status = 501,
      .code = "not_implemented"},
 };

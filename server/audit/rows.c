@@ -1,0 +1,52 @@
+#include "audit/rows.h"
+
+#include <string.h>
+
+int64_t hs_audit_be64(const char *p) {
+  const unsigned char *u = (const unsigned char *)p;
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) {
+    v = (v << 8) | u[i];
+  }
+  return (int64_t)v;
+}
+
+int32_t hs_audit_be32(const char *p) {
+  const unsigned char *u = (const unsigned char *)p;
+  return (int32_t)(((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) |
+                   (uint32_t)u[3]);
+}
+
+int hs_audit_row_parse(const PGresult *res, int row, hs_audit_record_t *rec, int64_t *brand_id) {
+  if (PQnfields(res) < HS_AUDIT_ROW_COLUMNS || PQgetlength(res, row, 0) != 8 ||
+      PQgetlength(res, row, 2) != 8 || PQgetlength(res, row, 7) != 4 ||
+      PQgetlength(res, row, 9) != 8 || PQgetlength(res, row, 13) != 32) {
+    return HS_EINVAL;
+  }
+  memset(rec, 0, sizeof *rec);
+  rec->id = hs_audit_be64(PQgetvalue(res, row, 0));
+  rec->brand = PQgetvalue(res, row, 1);
+  *brand_id = hs_audit_be64(PQgetvalue(res, row, 2));
+  rec->session = PQgetvalue(res, row, 3);
+  rec->process = PQgetvalue(res, row, 4);
+  rec->version = PQgetvalue(res, row, 5);
+  rec->step = PQgetvalue(res, row, 6);
+  rec->seq = hs_audit_be32(PQgetvalue(res, row, 7));
+  rec->contractor = PQgetvalue(res, row, 8);
+  rec->server_us = hs_audit_be64(PQgetvalue(res, row, 9));
+  if (!PQgetisnull(res, row, 10) && PQgetlength(res, row, 10) == 8) {
+    rec->has_device = true;
+    rec->device_us = hs_audit_be64(PQgetvalue(res, row, 10));
+  }
+  rec->result = PQgetvalue(res, row, 11);
+  if (!PQgetisnull(res, row, 12)) {
+    rec->errors = (const uint8_t *)PQgetvalue(res, row, 12);
+    rec->errors_len = (size_t)PQgetlength(res, row, 12);
+  }
+  memcpy(rec->data_digest, PQgetvalue(res, row, 13), 32);
+  if (!PQgetisnull(res, row, 14)) {
+    rec->documents = (const uint8_t *)PQgetvalue(res, row, 14);
+    rec->documents_len = (size_t)PQgetlength(res, row, 14);
+  }
+  return HS_OK;
+}

@@ -1,0 +1,29 @@
+/* Reading validation records out of PostgreSQL for hashing: one column list and one row
+ * parser, shared by the sealer and the export so both hash exactly the same members. */
+#ifndef HS_AUDIT_ROWS_H
+#define HS_AUDIT_ROWS_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "audit/record.h"
+
+/* The select list, in the order hs_audit_row_parse reads, for `validation_records r JOIN brands
+ * b ON b.id = r.brand_id`. Results must be requested in binary format. Columns after
+ * HS_AUDIT_ROW_COLUMNS are the caller's. */
+#define HS_AUDIT_ROW_SELECT                                                                        \
+  "r.id, b.name, r.brand_id, r.session_id, r.process, r.version, r.step_id, r.seq,"                \
+  " r.contractor_id, (extract(epoch FROM r.server_time) * 1000000)::int8,"                         \
+  " (extract(epoch FROM r.device_time) * 1000000)::int8, r.result, r.errors, r.data_digest,"       \
+  " r.documents"
+enum { HS_AUDIT_ROW_COLUMNS = 15 };
+
+/* Fills rec from row `row` of a binary result; its strings point into res. *brand_id gets the
+ * brand's id. HS_EINVAL when a column does not have the expected shape. */
+int hs_audit_row_parse(const PGresult *res, int row, hs_audit_record_t *rec, int64_t *brand_id);
+
+/* Binary int8 / int4 columns. */
+int64_t hs_audit_be64(const char *p);
+int32_t hs_audit_be32(const char *p);
+
+#endif

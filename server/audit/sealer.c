@@ -1,0 +1,379 @@
+#include "audit/sealer.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit/record.h"
+#include "audit/rows.h"
+#include "core/buf.h"
+#include "core/ids.h"
+#include "core/log.h"
+
+enum {
+  /* Records hashed per round: a few milliseconds of the loop. A longer backlog takes several
+   * rounds, run back to back. */
+  ROUND_MAX = 5000,
+};
+
+typedef enum phase { IDLE, PROBING, FENCING, READING, WRITING } phase_t;
+
+struct hs_sealer {
+  uv_timer_t timer;            /* first: the sealer is freed in its close callback */
+  hs_db_pool_t *pool;          /* borrowed */
+  const hs_audit_key_t *key;   /* borrowed */
+  hs_metrics_shard_t *metrics; /* borrowed; may be NULL */
+  unsigned interval_ms;
+  phase_t phase;
+  hs_db_job_t *job; /* the job in flight (cancelled on close) */
+  int64_t horizon;  /* sealed_through as read by this round */
+  int64_t fence;    /* every id up to this is final */
+  int64_t fence_us; /* the database's time when the fence was taken: the checkpoints' time */
+  int64_t through;  /* the horizon this round moves to */
+  uint64_t sealed;  /* records in this round's checkpoints */
+  uint64_t checkpoints;
+  bool more; /* the round stopped at ROUND_MAX: go again at once */
+};
+
+static void on_timer(uv_timer_t *t);
+
+static void schedule(hs_sealer_t *s, uint64_t ms) {
+  s->phase = IDLE;
+  s->job = NULL;
+  uv_timer_start(&s->timer, on_timer, ms, 0);
+}
+
+static void fail(hs_sealer_t *s, const char *what, const hs_db_result_t *r) {
+  /* The database is away or a race was lost: nothing was written, so the next round simply
+   * starts again from what the database holds. */
+  if (r->status != HS_EUNAVAIL) {
+    hs_log(HS_LOG_WARN, "audit_seal_failed", "{s:s, s:s}", "step", what, "error",
+           r->error != NULL ? r->error : "");
+  }
+  schedule(s, s->interval_ms);
+}
+
+static int64_t int_at(PGresult *res, int row, int col) {
+  return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static void start_probe(hs_sealer_t *s);
+static void start_fence(hs_sealer_t *s);
+static void start_read(hs_sealer_t *s);
+
+static const char k_probe_sql[] =
+    "SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END, h.sealed_through"
+    " FROM validation_records_id_seq q, audit_horizon h";
+
+static void on_probe(void *ctx, const hs_db_result_t *r) {
+  hs_sealer_t *s = ctx;
+  s->job = NULL;
+  if (r->status != HS_OK || PQntuples(r->results[0]) != 1) {
+    fail(s, "probe", r);
+    return;
+  }
+  int64_t last = int_at(r->results[0], 0, 0);
+  s->horizon = int_at(r->results[0], 0, 1);
+  if (last <= s->horizon) {
+    schedule(s, s->interval_ms);
+    return;
+  }
+  start_fence(s);
+}
+
+static void start_probe(hs_sealer_t *s) {
+  hs_db_stmt_t st = {.name = "hs_seal_probe", .sql = k_probe_sql};
+  s->phase = PROBING;
+  if (hs_db_exec(s->pool, &st, 1, on_probe, s, &s->job) != HS_OK) {
+    schedule(s, s->interval_ms);
+  }
+}
+
+static void on_fence(void *ctx, const hs_db_result_t *r) {
+  hs_sealer_t *s = ctx;
+  s->job = NULL;
+  if (r->status != HS_OK || r->n_results < 4 || PQntuples(r->results[3]) != 1) {
+    fail(s, "fence", r);
+    return;
+  }
+  s->fence = int_at(r->results[3], 0, 0);
+  /* The database's clock, not this node's: every record up to the fence began (server_time)
+   * before this instant, which is what lets an export start at the last checkpoint signed
+   * before its `from`. */
+  s->fence_us = int_at(r->results[3], 0, 1);
+  start_read(s);
+}
+
+/* Writers hold ROW EXCLUSIVE on validation_records from before they draw an id until they
+ * commit; SHARE conflicts with it, so once granted no insert is in flight and the sequence's
+ * value bounds every id that will ever be committed below it. lock_timeout keeps a stuck
+ * writer from making every other writer queue behind this lock for long. */
+static void start_fence(hs_sealer_t *s) {
+  hs_db_stmt_t st[] = {
+      {.sql = "BEGIN"},
+      {.sql = "SET LOCAL lock_timeout = '2s'"},
+      {.sql = "LOCK TABLE validation_records IN SHARE MODE"},
+      {.name = "hs_seal_fence",
+       .sql = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END,"
+              " (extract(epoch FROM clock_timestamp()) * 1000000)::int8"
+              " FROM validation_records_id_seq"},
+      {.sql = "COMMIT"},
+  };
+  s->phase = FENCING;
+  if (hs_db_exec(s->pool, st, sizeof st / sizeof st[0], on_fence, s, &s->job) != HS_OK) {
+    schedule(s, s->interval_ms);
+  }
+}
+
+/* One brand's chain as this round extends it. */
+typedef struct chain {
+  int64_t brand_id;
+  const char *brand; /* borrowed from the result */
+  int64_t size;
+  uint8_t head[32];
+  int64_t through_id;
+  bool grew;
+} chain_t;
+
+static chain_t *find_chain(chain_t *c, size_t n, int64_t brand_id) {
+  for (size_t i = 0; i < n; i++) {
+    if (c[i].brand_id == brand_id) {
+      return &c[i];
+    }
+  }
+  return NULL;
+}
+
+static void on_written(void *ctx, const hs_db_result_t *r) {
+  hs_sealer_t *s = ctx;
+  s->job = NULL;
+  if (r->status != HS_OK) {
+    fail(s, "write", r);
+    return;
+  }
+  /* The last statement returns the horizon row only when this sealer moved it. */
+  if (r->n_results >= 2 && PQntuples(r->results[r->n_results - 1]) == 1) {
+    if (s->metrics != NULL) {
+      atomic_fetch_add_explicit(&s->metrics->audit_sealed, s->sealed, memory_order_relaxed);
+      atomic_fetch_add_explicit(&s->metrics->audit_checkpoints, s->checkpoints,
+                                memory_order_relaxed);
+    }
+    hs_log(HS_LOG_DEBUG, "audit_sealed", "{s:f, s:i, s:i}", "through", (double)s->through,
+           "records", (int)s->sealed, "checkpoints", (int)s->checkpoints);
+  }
+  schedule(s, s->more ? 0 : s->interval_ms);
+}
+
+static void write_round(hs_sealer_t *s, chain_t *chains, size_t n) {
+  hs_buf_t rows;
+  hs_buf_init(&rows, 0);
+  int rc = hs_buf_puts(&rows, "[");
+  bool first = true;
+  s->checkpoints = 0;
+  for (size_t i = 0; rc == HS_OK && i < n; i++) {
+    chain_t *c = &chains[i];
+    if (!c->grew) {
+      continue;
+    }
+    hs_audit_checkpoint_t cp = {.brand = c->brand, .size = c->size, .signed_us = 0};
+    memcpy(cp.head, c->head, 32);
+    cp.signed_us = s->fence_us;
+    hs_buf_t text;
+    hs_buf_init(&text, 0);
+    rc = hs_audit_checkpoint_text(&cp, &text);
+    rc = rc == HS_OK ? hs_audit_key_sign(s->key, text.data, text.len, cp.signature) : rc;
+    hs_buf_free(&text);
+    char head[65], sig[129];
+    hs_hex(cp.head, 32, head);
+    hs_hex(cp.signature, 64, sig);
+    if (rc == HS_OK) {
+      rc = hs_buf_printf(
+          &rows,
+          "%s{\"brand_id\":%" PRId64 ",\"size\":%" PRId64 ",\"head\":\"%s\","
+          "\"through_id\":%" PRId64 ",\"signed_us\":%" PRId64 ",\"signature\":\"%s\"}",
+          first ? "" : ",", c->brand_id, c->size, head, c->through_id, cp.signed_us, sig);
+      first = false;
+      s->checkpoints++;
+    }
+  }
+  rc = rc == HS_OK ? hs_buf_append(&rows, "]", 2) : rc; /* with the NUL */
+  if (rc != HS_OK) {
+    hs_buf_free(&rows);
+    hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error", "cannot sign a checkpoint");
+    schedule(s, s->interval_ms);
+    return;
+  }
+  char from[24], to[24], pub[65];
+  snprintf(from, sizeof from, "%" PRId64, s->horizon);
+  snprintf(to, sizeof to, "%" PRId64, s->through);
+  hs_hex(hs_audit_key_public(s->key), 32, pub);
+  const char *key_params[] = {hs_audit_key_id(s->key), pub};
+  const char *params[] = {from, to, hs_audit_key_id(s->key), (const char *)rows.data};
+  hs_db_stmt_t st[] = {
+      {.name = "hs_seal_key",
+       .sql = "INSERT INTO audit_keys (key_id, public_key) VALUES ($1, decode($2, 'hex'))"
+              " ON CONFLICT DO NOTHING",
+       .n_params = 2,
+       .values = key_params},
+      /* The compare-and-set: the checkpoints go in only if the horizon is still where this
+       * round read it. Data-modifying CTEs always run, so the horizon moves even when the
+       * range held no record (ids of rolled-back transactions). */
+      {.name = "hs_seal_write",
+       .sql = "WITH u AS (UPDATE audit_horizon SET sealed_through = $2::int8"
+              " WHERE sealed_through = $1::int8 RETURNING sealed_through),"
+              " c AS (INSERT INTO audit_checkpoints (brand_id, size, head, through_id, signed_us,"
+              " key_id, signature) SELECT brand_id, size, decode(head, 'hex'), through_id,"
+              " signed_us, $3, decode(signature, 'hex') FROM json_to_recordset($4::json)"
+              " AS t(brand_id bigint, size bigint, head text, through_id bigint, signed_us"
+              " bigint, signature text) WHERE EXISTS (SELECT 1 FROM u) RETURNING size)"
+              " SELECT sealed_through FROM u WHERE (SELECT count(*) FROM c) >= 0",
+       .n_params = 4,
+       .values = params},
+  };
+  s->phase = WRITING;
+  rc = hs_db_exec(s->pool, st, 2, on_written, s, &s->job);
+  hs_buf_free(&rows);
+  if (rc != HS_OK) {
+    schedule(s, s->interval_ms);
+  }
+}
+
+static void on_read(void *ctx, const hs_db_result_t *r) {
+  hs_sealer_t *s = ctx;
+  s->job = NULL;
+  if (r->status != HS_OK || r->n_results != 2) {
+    fail(s, "read", r);
+    return;
+  }
+  PGresult *recs = r->results[0];
+  PGresult *heads = r->results[1];
+  int n_heads = PQntuples(heads);
+  int n_recs = PQntuples(recs);
+  /* One chain per brand in this range; a brand is new when it has no checkpoint yet. */
+  size_t cap = (size_t)n_heads + 16;
+  size_t n = 0;
+  chain_t *chains = calloc(cap, sizeof *chains);
+  if (chains == NULL) {
+    schedule(s, s->interval_ms);
+    return;
+  }
+  for (int i = 0; i < n_heads; i++) {
+    chain_t *c = &chains[n++];
+    c->brand_id = hs_audit_be64(PQgetvalue(heads, i, 0));
+    c->size = hs_audit_be64(PQgetvalue(heads, i, 1));
+    if (PQgetlength(heads, i, 2) == 32) {
+      memcpy(c->head, PQgetvalue(heads, i, 2), 32);
+    }
+  }
+  s->sealed = 0;
+  for (int i = 0; i < n_recs; i++) {
+    hs_audit_record_t rec;
+    int64_t brand_id = 0;
+    uint8_t h[32];
+    if (hs_audit_row_parse(recs, i, &rec, &brand_id) != HS_OK ||
+        hs_audit_record_hash(&rec, h) != HS_OK) {
+      free(chains);
+      hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error", "a record could not be read");
+      schedule(s, s->interval_ms);
+      return;
+    }
+    chain_t *c = find_chain(chains, n, brand_id);
+    if (c == NULL) {
+      if (n == cap) {
+        chain_t *more = realloc(chains, 2 * cap * sizeof *chains);
+        if (more == NULL) {
+          free(chains);
+          schedule(s, s->interval_ms);
+          return;
+        }
+        memset(more + cap, 0, cap * sizeof *chains);
+        chains = more;
+        cap *= 2;
+      }
+      c = &chains[n++];
+      c->brand_id = brand_id; /* size 0, head all zeros: the chain's start */
+    }
+    c->brand = rec.brand;
+    hs_audit_chain_next(c->head, h, c->head);
+    c->size++;
+    c->through_id = rec.id;
+    c->grew = true;
+    s->sealed++;
+  }
+  s->more = n_recs == ROUND_MAX;
+  s->through = s->more ? hs_audit_be64(PQgetvalue(recs, n_recs - 1, 0)) : s->fence;
+  write_round(s, chains, n);
+  free(chains);
+}
+
+static void start_read(hs_sealer_t *s) {
+  char from[24], to[24], limit[16];
+  snprintf(from, sizeof from, "%" PRId64, s->horizon);
+  snprintf(to, sizeof to, "%" PRId64, s->fence);
+  snprintf(limit, sizeof limit, "%d", ROUND_MAX);
+  const char *params[] = {from, to, limit};
+  hs_db_stmt_t st[] = {
+      {.name = "hs_seal_records",
+       .sql = "SELECT " HS_AUDIT_ROW_SELECT " FROM validation_records r"
+              " JOIN brands b ON b.id = r.brand_id"
+              " WHERE r.id > $1::int8 AND r.id <= $2::int8 ORDER BY r.id LIMIT $3::int4",
+       .n_params = 3,
+       .values = params,
+       .binary_result = true},
+      {.name = "hs_seal_heads",
+       .sql = "SELECT DISTINCT ON (c.brand_id) c.brand_id, c.size, c.head"
+              " FROM audit_checkpoints c WHERE c.brand_id IN (SELECT DISTINCT brand_id"
+              " FROM validation_records WHERE id > $1::int8 AND id <= $2::int8)"
+              " ORDER BY c.brand_id, c.size DESC",
+       .n_params = 2,
+       .values = params,
+       .binary_result = true},
+  };
+  s->phase = READING;
+  if (hs_db_exec(s->pool, st, 2, on_read, s, &s->job) != HS_OK) {
+    schedule(s, s->interval_ms);
+  }
+}
+
+static void on_timer(uv_timer_t *t) {
+  hs_sealer_t *s = t->data;
+  if (s->phase == IDLE) {
+    start_probe(s);
+  }
+}
+
+int hs_sealer_new(uv_loop_t *loop, hs_db_pool_t *pool, const hs_audit_key_t *key,
+                  unsigned interval_ms, hs_metrics_shard_t *metrics, hs_sealer_t **out) {
+  hs_sealer_t *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    return HS_ENOMEM;
+  }
+  s->pool = pool;
+  s->key = key;
+  s->metrics = metrics;
+  s->interval_ms = interval_ms > 0 ? interval_ms : 1;
+  uv_timer_init(loop, &s->timer);
+  s->timer.data = s;
+  uv_timer_start(&s->timer, on_timer, s->interval_ms, 0);
+  *out = s;
+  return HS_OK;
+}
+
+static void on_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+void hs_sealer_close(hs_sealer_t *s) {
+  if (s == NULL) {
+    return;
+  }
+  if (s->job != NULL) {
+    hs_db_job_cancel(s->job);
+    s->job = NULL;
+  }
+  uv_timer_stop(&s->timer);
+  uv_close((uv_handle_t *)&s->timer, on_closed);
+}

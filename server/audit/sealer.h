@@ -1,0 +1,38 @@
+/* The sealer: moves the compliance log's chain forward and signs a checkpoint per brand, in
+ * batches, after the records committed, so the request path never waits for it.
+ *
+ * A round:
+ *   1. probe: is there anything past the sealed horizon? (cheap, no lock)
+ *   2. fence: LOCK validation_records IN SHARE MODE for an instant and read the id sequence.
+ *      The lock waits for every transaction that is inserting records, so every id up to the
+ *      value read is final (committed, or never to exist). Writers pause for that instant only.
+ *   3. read the records past the horizon up to that id, in id order, with each brand's latest
+ *      checkpoint; hash and chain them; sign one checkpoint per brand that grew.
+ *   4. write the checkpoints and move the horizon with a compare-and-set. Sealers on other nodes
+ *      may race: exactly one wins a given horizon, the others' work is discarded.
+ *
+ * One sealer runs per node (on its first worker's loop); with several nodes they take turns
+ * through the compare-and-set. Every step is an asynchronous job of the worker's pool. */
+#ifndef HS_AUDIT_SEALER_H
+#define HS_AUDIT_SEALER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "audit/sign.h"
+#include "db/pool.h"
+#include "http/metrics.h"
+
+typedef struct hs_sealer hs_sealer_t;
+
+/* Starts sealing every interval_ms on loop through pool (borrowed, must outlive the sealer
+ * until hs_sealer_close). key is borrowed and must outlive the sealer. metrics may be NULL. */
+int hs_sealer_new(uv_loop_t *loop, hs_db_pool_t *pool, const hs_audit_key_t *key,
+                  unsigned interval_ms, hs_metrics_shard_t *metrics, hs_sealer_t **out);
+
+/* Stops: a job in flight is cancelled (its transaction may still commit, which is harmless:
+ * the next round starts from whatever the database holds). Frees itself once its timer is
+ * closed. */
+void hs_sealer_close(hs_sealer_t *s);
+
+#endif
