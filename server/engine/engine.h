@@ -178,8 +178,8 @@ int hs_session_step(hs_session_t *s, hs_arena_t *a, hs_value_t **out, hs_err_t *
 /* The documents and pii field names of the current step, as hs_session_complete reports them
  * in hs_step_result_t, for the record of an attempt the engine does not see (the server
  * rejects missing evidence before the script runs). Allocated in a; NULL when none. */
-int hs_session_record_info(hs_session_t *s, hs_arena_t *a, hs_value_t **documents,
-                           hs_value_t **pii, hs_err_t *err);
+int hs_session_record_info(hs_session_t *s, hs_arena_t *a, hs_value_t **documents, hs_value_t **pii,
+                           hs_err_t *err);
 
 typedef enum hs_session_state {
   HS_SESSION_WAITING = 1, /* at a step */
