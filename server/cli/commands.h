@@ -35,4 +35,10 @@ void hs_cmd_brand_help(FILE *out);
 int hs_cmd_token_main(int argc, char **argv);
 void hs_cmd_token_help(FILE *out);
 
+/* handsel audit replay SESSION: re-runs a session's pinned version over its recorded inputs and
+ * says which attempts of its compliance log do not follow from them (cmd_audit.c). Exit 0 when
+ * all do, 1 when one does not, 2 when the audit cannot be made. */
+int hs_cmd_audit_main(int argc, char **argv);
+void hs_cmd_audit_help(FILE *out);
+
 #endif
