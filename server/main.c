@@ -24,6 +24,8 @@ static const command_t k_commands[] = {
      hs_cmd_verify_help},
     {"key", "make the key that signs the compliance log, or print its public half", hs_cmd_key_main,
      hs_cmd_key_help},
+    {"audit", "check that a session's compliance log follows from its inputs", hs_cmd_audit_main,
+     hs_cmd_audit_help},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
 

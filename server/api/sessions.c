@@ -752,8 +752,7 @@ static void complete_with_live(sop_t *op, hs_live_t *live) {
       continue; /* absent or malformed: the engine's own check says so */
     }
     char msg[200];
-    snprintf(msg, sizeof msg, "Upload the %s first: %s has not been uploaded (PUT /v1/blobs/%s)",
-             type->as.str.ptr, v->as.str.ptr, v->as.str.ptr + 7);
+    hs_evidence_missing_message(msg, sizeof msg, type->as.str.ptr, v->as.str.ptr);
     rc = hs_map_add_str(a, missing, name->as.str.ptr, msg);
     if (rc == HS_OK) {
       rc = hs_buf_printf(&list, "%s%s", list.len > 1 ? "," : "", v->as.str.ptr + 7);

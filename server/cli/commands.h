@@ -40,5 +40,10 @@ int hs_cmd_verify_main(int argc, char **argv);
 void hs_cmd_verify_help(FILE *out);
 int hs_cmd_key_main(int argc, char **argv);
 void hs_cmd_key_help(FILE *out);
+/* handsel audit replay SESSION: re-runs a session's pinned version over its recorded inputs and
+ * says which attempts of its compliance log do not follow from them (cmd_audit.c). Exit 0 when
+ * all do, 1 when one does not, 2 when the audit cannot be made. */
+int hs_cmd_audit_main(int argc, char **argv);
+void hs_cmd_audit_help(FILE *out);
 
 #endif

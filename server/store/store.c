@@ -589,6 +589,11 @@ bool hs_step_needs_evidence(const hs_value_t *step) {
   return false;
 }
 
+void hs_evidence_missing_message(char *out, size_t cap, const char *type, const char *value) {
+  snprintf(out, cap, "Upload the %s first: %s has not been uploaded (PUT /v1/blobs/%s)", type,
+           value, strncmp(value, "sha256:", 7) == 0 ? value + 7 : value);
+}
+
 /* ------------------------------------------------------------ loading by replay */
 
 struct hs_load {

@@ -137,4 +137,9 @@ void hs_load_cancel(hs_load_t *l);
  * checked before a completion is accepted. */
 bool hs_step_needs_evidence(const hs_value_t *step);
 
+/* The per-field message of a completion rejected because its photo or signature (type, a
+ * field type) names a blob (value, "sha256:<hex>") the brand has not stored. One function, so
+ * the live check and `handsel audit replay` write the same words. */
+void hs_evidence_missing_message(char *out, size_t cap, const char *type, const char *value);
+
 #endif
