@@ -20,6 +20,10 @@ static const command_t k_commands[] = {
     {"check", "check process scripts without running them", hs_cmd_check_main, hs_cmd_check_help},
     {"test", "run the test scenarios of process scripts, offline", hs_cmd_test_main,
      hs_cmd_test_help},
+    {"deploy", "upload process scripts to a running server", hs_cmd_deploy_main,
+     hs_cmd_deploy_help},
+    {"export", "export validation records from a running server", hs_cmd_export_main,
+     hs_cmd_export_help},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
 
