@@ -26,6 +26,10 @@ static const command_t k_commands[] = {
      hs_cmd_key_help},
     {"audit", "check that a session's compliance log follows from its inputs", hs_cmd_audit_main,
      hs_cmd_audit_help},
+    {"deploy", "upload process scripts to a running server", hs_cmd_deploy_main,
+     hs_cmd_deploy_help},
+    {"export", "export validation records from a running server", hs_cmd_export_main,
+     hs_cmd_export_help},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
 

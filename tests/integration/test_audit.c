@@ -20,6 +20,7 @@
 #include "audit/verify.h"
 #include "core/ids.h"
 #include "hs_test_api.h"
+#include "hs_test_auth.h"
 #include "hs_test_pg.h"
 #include "hs_test_server.h"
 
@@ -150,6 +151,12 @@ static void verify_text(const char *text, size_t len, hs_audit_verify_report_t *
   hs_err_clear(&err);
   assert_int_equal(hs_audit_verify(f, g_pub, rep, &err), HS_OK);
   fclose(f);
+}
+
+static void verify_file_report(FILE *f, hs_audit_verify_report_t *rep) {
+  hs_err_t err;
+  hs_err_clear(&err);
+  assert_int_equal(hs_audit_verify(f, g_pub, rep, &err), HS_OK);
 }
 
 static void must_verify(const char *text, hs_audit_verify_report_t *rep, const char *what) {
@@ -289,7 +296,7 @@ static void test_export_verifies(void **state) {
   say("a contractor may not export; a bad time or a misspelt filter is a 400");
 
   /* The key's file is the one the servers sign with, and the CLI agrees. */
-  char cmd[HS_TEST_PATH_MAX * 3];
+  char cmd[HS_TEST_PATH_MAX * 8];
   char path[HS_TEST_PATH_MAX];
   snprintf(path, sizeof path, "%s/export-%d.ndjson", hs_test_tmpdir(), (int)getpid());
   FILE *f = fopen(path, "w");
@@ -301,6 +308,28 @@ static void test_export_verifies(void **state) {
   int st = system(cmd);
   assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
   say("handsel verify FILE --key PRIVATE-OR-PUBLIC-KEY-FILE exits 0 on the export");
+
+  /* `handsel export` with a compliance officer's token writes the same export to a file. */
+  hs_auth_token_t tok;
+  hs_auth_must_token(&tok, g_brand, "compliance", "carol", NULL, NULL, 0);
+  char out[HS_TEST_PATH_MAX];
+  snprintf(out, sizeof out, "%s/cli-%d.ndjson", hs_test_tmpdir(), (int)getpid());
+  snprintf(cmd, sizeof cmd,
+           "HANDSEL_TOKEN=%s \"%s\" export --server http://127.0.0.1:%d -o \"%s\" 2>/dev/null && "
+           "\"%s\" verify \"%s\" --key \"%s\" > /dev/null",
+           tok.secret, getenv("HANDSEL_BIN"), g_a.port, out, getenv("HANDSEL_BIN"), out,
+           g_key_path);
+  st = system(cmd);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  f = fopen(out, "r");
+  assert_non_null(f);
+  verify_file_report(f, &rep);
+  fclose(f);
+  unlink(out);
+  unlink(path);
+  assert_true(rep.ok);
+  assert_int_equal(rep.records, total);
+  say("handsel export -o FILE with a compliance token writes an export that verifies");
   hs_api_close(&a);
   hs_api_close(&b);
   hs_api_close(&eq);
