@@ -66,6 +66,9 @@ static void make_parent(const char *path) {
   (void)mkdir(dir, 0700);
 }
 
+/* Writes the new key under a temporary name and links it into place: link() fails if the name
+ * exists, so of several processes starting at once (nodes sharing a volume) exactly one key
+ * wins and nobody ever reads a half-written file. HS_ECONFLICT: another process won. */
 static int create_key(const char *path, hs_audit_key_t **out, hs_err_t *err) {
   EVP_PKEY *pkey = NULL;
   EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
@@ -75,14 +78,11 @@ static int create_key(const char *path, hs_audit_key_t **out, hs_err_t *err) {
   }
   EVP_PKEY_CTX_free(ctx);
   make_parent(path);
-  /* O_EXCL: two processes starting at once must not both write a key; the loser reads the
-   * winner's. */
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0) {
     EVP_PKEY_free(pkey);
-    if (errno == EEXIST) {
-      return HS_ECONFLICT;
-    }
     return hs_err_set(err, HS_EIO, "cannot create the signing key %s: %s", path, strerror(errno));
   }
   FILE *f = fdopen(fd, "w");
@@ -93,10 +93,16 @@ static int create_key(const char *path, hs_audit_key_t **out, hs_err_t *err) {
   } else {
     close(fd);
   }
-  if (!ok) {
-    unlink(path);
+  int linked = ok ? link(tmp, path) : -1;
+  int link_errno = errno;
+  unlink(tmp);
+  if (!ok || linked != 0) {
     EVP_PKEY_free(pkey);
-    return hs_err_set(err, HS_EIO, "cannot write the signing key %s", path);
+    if (ok && link_errno == EEXIST) {
+      return HS_ECONFLICT;
+    }
+    return hs_err_set(err, HS_EIO, "cannot write the signing key %s: %s", path,
+                      strerror(ok ? link_errno : EIO));
   }
   return finish_key(pkey, out, path, err);
 }

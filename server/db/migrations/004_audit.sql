@@ -39,7 +39,10 @@ CREATE TABLE audit_checkpoints (
   head        bytea NOT NULL CHECK (length(head) = 32),
   through_id  bigint NOT NULL,
   signed_us   bigint NOT NULL,
-  key_id      text NOT NULL REFERENCES audit_keys(key_id),
+  -- Not a foreign key: checking one locks the referenced row (FOR KEY SHARE), which needs the
+  -- UPDATE privilege this role gives up on audit_keys below. The sealer registers its key in
+  -- the same transaction as its checkpoints.
+  key_id      text NOT NULL CHECK (key_id ~ '^[0-9a-f]{16}$'),
   signature   bytea NOT NULL CHECK (length(signature) = 64),
   PRIMARY KEY (brand_id, size)
 );
@@ -57,6 +60,8 @@ CREATE TRIGGER audit_keys_no_truncate BEFORE TRUNCATE ON audit_keys
 
 -- Besides the triggers (which bind even the owner), the role that runs the migrations, and so
 -- the server, gives up the privileges themselves. A role that is not a superuser then gets
--- "permission denied"; a superuser still meets the triggers.
-REVOKE UPDATE, DELETE, TRUNCATE ON validation_records, audit_checkpoints, audit_keys
-  FROM PUBLIC, CURRENT_USER;
+-- "permission denied"; a superuser still meets the triggers. TRUNCATE stays granted on
+-- validation_records only because the sealer's LOCK ... IN SHARE MODE needs one of UPDATE,
+-- DELETE or TRUNCATE; the trigger above refuses every TRUNCATE.
+REVOKE UPDATE, DELETE ON validation_records FROM PUBLIC, CURRENT_USER;
+REVOKE UPDATE, DELETE, TRUNCATE ON audit_checkpoints, audit_keys FROM PUBLIC, CURRENT_USER;
