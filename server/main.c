@@ -20,6 +20,8 @@ static const command_t k_commands[] = {
     {"check", "check process scripts without running them", hs_cmd_check_main, hs_cmd_check_help},
     {"test", "run the test scenarios of process scripts, offline", hs_cmd_test_main,
      hs_cmd_test_help},
+    {"report", "show which suggested content works, as a table and a chart", hs_cmd_report_main,
+     hs_cmd_report_help},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
 

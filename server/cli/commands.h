@@ -35,4 +35,9 @@ void hs_cmd_brand_help(FILE *out);
 int hs_cmd_token_main(int argc, char **argv);
 void hs_cmd_token_help(FILE *out);
 
+/* handsel report --process NAME [--brand B] [--svg FILE]: the content stats as a table and a
+ * chart, read from the database (report.c). Exit 0, 1 on failure, 2 on usage. */
+int hs_cmd_report_main(int argc, char **argv);
+void hs_cmd_report_help(FILE *out);
+
 #endif

@@ -192,7 +192,6 @@ static void test_error_shapes(void **state) {
       {"GET", "/v1/audit"},
       {"GET", "/v1/audit/checkpoint"},
       {"GET", "/v1/audit/key"},
-      {"GET", "/v1/content/stats?process=solar-consult"},
   };
   const hs_h2_header_t auth[] = {{"authorization", "Bearer test-token"}};
   for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; i++) {
