@@ -14,6 +14,12 @@
 ---@field uri? string Required for every kind but "text".
 ---@field text? string The words of a talking point (kind "text").
 ---@field version? string Which version of a document is shown; recorded with every `ack`.
+---@field prior? handsel.Prior What the brand believes of the item before any visit (for `visit:suggest`).
+
+---A brand's belief in a content item before any visit: as if it had been suggested
+---`successes + failures` times and `successes` of those visits had succeeded. Two numbers from
+---0 to 10000: `{ 3, 1 }` or `{ successes = 3, failures = 1 }`.
+---@alias handsel.Prior number[]|{ successes: number, failures: number }
 
 ---Options every field takes.
 ---@class handsel.FieldOptions
@@ -144,9 +150,10 @@ function field.rating(o) end
 ---@field name? string
 
 ---@class handsel.Suggest
----@field slot string Names the choice being made, e.g. "financing".
----@field from string[] Content ids to choose from.
+---@field slot string Names the choice being made, e.g. "financing"; each slot learns on its own.
+---@field from string[] Content ids to choose from (at most 64).
 ---@field count? integer How many to pick (1 by default).
+---@field context? string What the script knows that may change what works (a customer segment from earlier answers); each context learns on its own. 1 to 64 characters.
 
 ---One session: the script's handle on the visit in progress.
 ---@class handsel.Visit
@@ -160,7 +167,10 @@ local Visit = {}
 ---@return handsel.Data
 function Visit:step(spec) end
 
----Picks content for a slot; the pick is recorded, so a replay returns the same.
+---Picks content for a slot, learning from outcomes: mostly what has led to the process's
+---`goals` (or to customer ratings of 4 or 5) most often for this slot and context, sometimes
+---something else to keep learning. The pick is recorded, so a replay returns the same; offline
+---(`handsel test`) only the items' priors count.
 ---@param spec handsel.Suggest
 ---@return string[]
 function Visit:suggest(spec) end

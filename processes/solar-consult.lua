@@ -6,7 +6,9 @@ return process {
   goals = { sale = "Signed agreement" },
   content = {
     ["intro-card"]  = { kind = "image", title = "Who we are", uri = "https://cdn.example/intro.png" },
-    ["loan-video"]  = { kind = "video", title = "Solar loans in 90 seconds", uri = "https://cdn.example/loan.mp4" },
+    -- prior: the brand's belief before any visit, as if shown 4 times with 3 sales.
+    ["loan-video"]  = { kind = "video", title = "Solar loans in 90 seconds", uri = "https://cdn.example/loan.mp4",
+                        prior = { successes = 3, failures = 1 } },
     ["lease-sheet"] = { kind = "pdf",   title = "Lease or buy?", uri = "https://cdn.example/lease.pdf" },
     ["savings"]     = { kind = "text",  title = "Savings talking point",
                         text = "Most homes like this one save 20 to 40 percent on power." },
@@ -65,7 +67,9 @@ return process {
       visit:outcome("not-a-fit", { bill = bill.monthly_bill })
       return
     end
-    local pitch = visit:suggest { slot = "financing", from = { "loan-video", "lease-sheet" } }
+    -- The server learns which pitch leads to a sale, separately for high and ordinary bills.
+    local pitch = visit:suggest { slot = "financing", from = { "loan-video", "lease-sheet" },
+                                  context = bill.monthly_bill >= 150 and "high-bill" or "ordinary-bill" }
     local d = visit:step {
       id = "decision", title = "Financing", show = pitch,
       say = "Here is how other customers pay for their panels.",
@@ -79,6 +83,12 @@ return process {
         end
       end,
     }
+    -- A rating of 4 or 5 here counts as customer feedback, and as a success for the pitch.
+    visit:step {
+      id = "rate-visit", title = "How was your visit?", audience = "customer",
+      say = "Please hand the phone to the customer.",
+      fields = { field.rating { name = "stars", label = "Your rating" } },
+    }
     if d.choice ~= "none" then visit:outcome("sale", d.choice) else visit:outcome("no-sale") end
   end,
   tests = {
@@ -87,16 +97,18 @@ return process {
       answers = { greet = { badge_shown = true },
                   roof = { roof_age = 10, roof_type = "shingle", roof_photo = "sha256:" .. string.rep("a", 64) },
                   bill = { monthly_bill = 180, utility = "PG&E", zip = "94110" },
-                  decision = { choice = "loan", agreement = "sha256:" .. string.rep("b", 64) } },
-      expect = { steps = { "greet", "roof", "bill", "decision" }, outcome = "sale" },
+                  decision = { choice = "loan", agreement = "sha256:" .. string.rep("b", 64) },
+                  ["rate-visit"] = { stars = 5 } },
+      expect = { steps = { "greet", "roof", "bill", "decision", "rate-visit" }, outcome = "sale" },
     },
     ["no sale"] = {
       customer = { name = "Bo" },
       answers = { greet = { badge_shown = true },
                   roof = { roof_age = 3, roof_type = "tile", roof_photo = "sha256:" .. string.rep("c", 64) },
                   bill = { monthly_bill = 95.5 },
-                  decision = { choice = "none" } },
-      expect = { steps = { "greet", "roof", "bill", "decision" }, outcome = "no-sale" },
+                  decision = { choice = "none" },
+                  ["rate-visit"] = {} },
+      expect = { steps = { "greet", "roof", "bill", "decision", "rate-visit" }, outcome = "no-sale" },
     },
     ["badge not shown"] = {
       answers = { greet = { badge_shown = false } },

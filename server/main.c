@@ -30,6 +30,8 @@ static const command_t k_commands[] = {
      hs_cmd_deploy_help},
     {"export", "export validation records from a running server", hs_cmd_export_main,
      hs_cmd_export_help},
+    {"report", "show which suggested content works, as a table and a chart", hs_cmd_report_main,
+     hs_cmd_report_help},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
 

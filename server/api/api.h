@@ -31,6 +31,8 @@ void hs_api_process_put(hs_req_t *req);
 void hs_api_process_activate(hs_req_t *req);
 void hs_api_process_list(hs_req_t *req);
 void hs_api_process_get(hs_req_t *req);
+/* content.c */
+void hs_api_content_stats(hs_req_t *req);
 /* tokens.c */
 void hs_api_audit_export(hs_req_t *req);
 void hs_api_audit_checkpoint(hs_req_t *req);

@@ -20,7 +20,7 @@ const hs_route_t hs_api_routes[] = {
     {"GET", "/v1/audit", hs_api_audit_export, 0},
     {"GET", "/v1/audit/checkpoint", hs_api_audit_checkpoint, 0},
     {"GET", "/v1/audit/key", hs_api_audit_key, 0},
-    {"GET", "/v1/content/stats", hs_api_not_implemented, 0},
+    {"GET", "/v1/content/stats", hs_api_content_stats, 0},
     {"POST", "/v1/tokens", hs_api_token_create, 0},
     {"DELETE", "/v1/tokens/{id}", hs_api_token_revoke, 0},
 

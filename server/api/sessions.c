@@ -17,6 +17,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/worker.h"
+#include "store/content.h"
 #include "store/store.h"
 
 enum { MAX_REF = 128, MAX_FEEDBACK_COMMENT = 4000, MAX_TAGS = 32, MAX_TAG = 64 };
@@ -402,6 +403,10 @@ static void start_new(sop_t *op, const char *version, const char *source, size_t
     return;
   }
   op->writing = true;
+  /* What the start's suggestions showed, in the same batch: it counts only if the session row
+   * commits. */
+  hs_content_record(hs_store_committer(op->store), p, op->who.brand_id, op->id, 0, NULL, res.events,
+                    0);
 }
 
 static void on_start_read(void *ctx, const hs_db_result_t *res) {
@@ -949,6 +954,12 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     return;
   }
   op->writing = true;
+  if (kind == HS_WRITE_COMPLETION) {
+    /* Suggestions shown, goals reached and a customer's rating, in the same batch: they count
+     * only if this completion (this digest) commits. */
+    hs_content_record(hs_store_committer(op->store), live->proc, live->brand_id, live->id, op->seq,
+                      digest, res.events, res.customer_rating);
+  }
 }
 
 static void complete_authorized(hs_req_t *req, const hs_principal_t *who) {
@@ -1206,6 +1217,9 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
     return;
   }
   op->writing = true;
+  if (has_rating && rating->as.i >= 4 && strcmp(from->as.str.ptr, "customer") == 0) {
+    hs_content_feedback(hs_store_committer(op->store), who->brand_id, op->id); /* a success */
+  }
 }
 
 void hs_api_session_feedback(hs_req_t *req) {

@@ -82,5 +82,9 @@ void hs_cmd_key_help(FILE *out);
  * all do, 1 when one does not, 2 when the audit cannot be made. */
 int hs_cmd_audit_main(int argc, char **argv);
 void hs_cmd_audit_help(FILE *out);
+/* handsel report --process NAME [--brand B] [--svg FILE]: the content stats as a table and a
+ * chart, read from the database (report.c). Exit 0, 1 on failure, 2 on usage. */
+int hs_cmd_report_main(int argc, char **argv);
+void hs_cmd_report_help(FILE *out);
 
 #endif

@@ -26,14 +26,17 @@
  *
  *   {type="start", session, process, version, seed, at, customer, contractor}
  *   {type="complete", seq, step, data, at, device_at?, rng, documents?}
- *   {type="suggest", seq, slot, picks=[content ids]}
+ *   {type="suggest", seq, slot, picks=[content ids], propensities=[floats], context?}
  *   {type="outcome", seq, name, value?}
  *   {type="end", seq, at}
  *
  * `at` and `device_at` are milliseconds since the Unix epoch. `rng` is the state of the
  * session's math.random just before the script was resumed (validate functions may draw from
- * it, so a replay restores it instead of re-deriving it). Outcome and end events are outputs:
- * a replay recomputes them and ignores the recorded ones. */
+ * it, so a replay restores it instead of re-deriving it). A suggestion records the ids picked,
+ * the probability each had of being picked (what an offline evaluation of another policy
+ * weighs outcomes by) and the context key the script gave; a replay returns the recorded picks
+ * without consulting any posterior. Outcome and end events are outputs: a replay recomputes
+ * them and ignores the recorded ones. */
 #ifndef HS_ENGINE_ENGINE_H
 #define HS_ENGINE_ENGINE_H
 
@@ -75,6 +78,25 @@ size_t hs_vm_memory(const hs_vm_t *vm);
  * default, for the server) discards. `handsel test` sets stderr so authors can debug. */
 void hs_vm_set_print(hs_vm_t *vm, FILE *out);
 
+/* What a brand's sessions have learned about one content item in one slot: how often it was
+ * shown and how many of those visits succeeded (reached a goal or got a rating of 4 or more). */
+typedef struct hs_content_counts {
+  uint64_t shown;
+  uint64_t successes;
+} hs_content_counts_t;
+
+/* Reads the counts of item in slot under context ("" when the script gave none) for process,
+ * in the VM's brand (the brand string given to hs_vm_new). It must not block and must not call
+ * back into the VM: it answers from what the caller has at hand (zeros when it knows nothing
+ * yet). */
+typedef void (*hs_vm_counts_fn)(void *ctx, const char *brand, const char *process, const char *slot,
+                                const char *context, const char *item, hs_content_counts_t *out);
+
+/* Where visit:suggest reads the counts its posteriors add to the items' priors. fn NULL (the
+ * default, as in `handsel test`) uses the priors alone. ctx is borrowed and must outlive the
+ * VM. */
+void hs_vm_set_counts(hs_vm_t *vm, hs_vm_counts_fn fn, void *ctx);
+
 /* ---- processes (versions) ---- */
 
 /* Loads one version of a process: runs the chunk in the sandbox and checks what `process {…}`
@@ -101,6 +123,9 @@ const char *hs_process_name(const hs_process_t *p);
 const char *hs_process_title(const hs_process_t *p);
 const char *hs_process_version(const hs_process_t *p);
 const char *hs_process_chunkname(const hs_process_t *p);
+
+/* True when outcome is named in the process's `goals` (a success for content learning). */
+bool hs_process_is_goal(hs_process_t *p, const char *outcome);
 
 /* The definition as a value {name, title, version, goals={outcome=text}, content={id={kind,
  * title, uri, version?}}, tests=[scenario names]}, allocated in a. */
@@ -144,6 +169,8 @@ typedef struct hs_step_result {
    * version?}}, and the names of the step's pii fields (an array); NULL when none. */
   hs_value_t *documents;
   hs_value_t *pii;
+  int customer_rating; /* an accepted completion of a step with audience "customer": the value
+                          (1-5) of its first answered rating field; else 0 */
 } hs_step_result_t;
 
 /* Starts a session of p: runs the script to its first step. On success *out belongs to the

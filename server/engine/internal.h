@@ -40,6 +40,10 @@ struct hs_vm {
   uint64_t load_rng;     /* math.random outside any session (top level of a chunk) */
   FILE *print_out;       /* borrowed; NULL discards */
   hs_process_t *procs;   /* every loaded process, linked through next */
+
+  /* What visit:suggest has learned so far (hs_vm_set_counts); NULL: the priors only. */
+  hs_vm_counts_fn counts_fn;
+  void *counts_ctx; /* borrowed */
 };
 
 struct hs_process {

@@ -36,6 +36,68 @@ static bool is_kind(const char *k) {
   return false;
 }
 
+/* The most a prior may claim: a brand's belief should be worth at most this many visits, so
+ * what visits teach can still overrule it. */
+#define PRIOR_MAX 10000.0
+
+/* Reads one number of a prior, or raises an error naming the item. */
+static double prior_number(lua_State *L, int idx, const char *id, const char *what) {
+  if (lua_type(L, idx) != LUA_TNUMBER) {
+    luaL_error(L,
+               "process: content '%s': prior must be { successes, failures } or { successes = "
+               "3, failures = 1 }, and %s is missing or not a number",
+               id, what);
+  }
+  double v = lua_tonumber(L, idx);
+  if (!(v >= 0.0 && v <= PRIOR_MAX)) {
+    luaL_error(L, "process: content '%s': prior %s must be a number from 0 to %d", id, what,
+               (int)PRIOR_MAX);
+  }
+  return v;
+}
+
+/* Checks a content item's prior (the brand's belief in it before any visit: as if it had been
+ * shown successes + failures times) and pushes it as { successes = s, failures = f }. */
+static void copy_prior(lua_State *L, int prior, const char *id) {
+  if (lua_type(L, prior) != LUA_TTABLE) {
+    luaL_error(L,
+               "process: content '%s': prior must be a table { successes, failures }, e.g. "
+               "prior = { 3, 1 }",
+               id);
+  }
+  bool named = lua_getfield(L, prior, "successes") != LUA_TNIL;
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, prior) != 0) {
+    bool ok =
+        named ? lua_type(L, -2) == LUA_TSTRING && (strcmp(lua_tostring(L, -2), "successes") == 0 ||
+                                                   strcmp(lua_tostring(L, -2), "failures") == 0)
+              : lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= 2;
+    if (!ok) {
+      luaL_error(L,
+                 "process: content '%s': prior takes two numbers, { successes, failures } or "
+                 "{ successes = 3, failures = 1 }, and nothing else",
+                 id);
+    }
+    lua_pop(L, 1);
+  }
+  if (named) {
+    lua_getfield(L, prior, "successes");
+    lua_getfield(L, prior, "failures");
+  } else {
+    lua_rawgeti(L, prior, 1);
+    lua_rawgeti(L, prior, 2);
+  }
+  double s = prior_number(L, -2, id, "successes");
+  double f = prior_number(L, -1, id, "failures");
+  lua_pop(L, 2);
+  lua_createtable(L, 0, 2);
+  lua_pushnumber(L, s);
+  lua_setfield(L, -2, "successes");
+  lua_pushnumber(L, f);
+  lua_setfield(L, -2, "failures");
+}
+
 /* Copies one content item into a private table, checking it. Pushes the copy. */
 static void copy_content(lua_State *L, int item, const char *id) {
   item = lua_absindex(L, item);
@@ -48,12 +110,18 @@ static void copy_content(lua_State *L, int item, const char *id) {
   lua_pushnil(L);
   while (lua_next(L, item) != 0) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+    if (strcmp(k, "prior") == 0) {
+      copy_prior(L, lua_gettop(L), id);
+      lua_setfield(L, out, "prior");
+      lua_pop(L, 1);
+      continue;
+    }
     bool known = strcmp(k, "kind") == 0 || strcmp(k, "title") == 0 || strcmp(k, "uri") == 0 ||
                  strcmp(k, "version") == 0 || strcmp(k, "text") == 0;
     if (!known) {
       luaL_error(L,
                  "process: content '%s' has no option '%s' (it takes kind, title, uri, "
-                 "version, text)",
+                 "version, text, prior)",
                  id, k);
     }
     if (lua_type(L, -1) != LUA_TSTRING) {
@@ -387,6 +455,27 @@ const char *hs_process_version(const hs_process_t *p) {
 }
 const char *hs_process_chunkname(const hs_process_t *p) {
   return p->chunkname;
+}
+
+typedef struct goal_ctx {
+  hs_process_t *p;
+  const char *outcome;
+  bool goal;
+} goal_ctx_t;
+
+static int goal_protected(lua_State *L) {
+  goal_ctx_t *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->p->def_ref);
+  if (lua_getfield(L, -1, "goals") == LUA_TTABLE) {
+    c->goal = lua_getfield(L, -1, c->outcome) == LUA_TSTRING;
+  }
+  return 0;
+}
+
+bool hs_process_is_goal(hs_process_t *p, const char *outcome) {
+  goal_ctx_t c = {.p = p, .outcome = outcome};
+  hs_err_t err;
+  return outcome != NULL && hs__protect(p->vm, goal_protected, &c, &err) == HS_OK && c.goal;
 }
 
 typedef struct describe_ctx {

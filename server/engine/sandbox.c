@@ -895,3 +895,8 @@ size_t hs_vm_memory(const hs_vm_t *vm) {
 void hs_vm_set_print(hs_vm_t *vm, FILE *out) {
   vm->print_out = out;
 }
+
+void hs_vm_set_counts(hs_vm_t *vm, hs_vm_counts_fn fn, void *ctx) {
+  vm->counts_fn = fn;
+  vm->counts_ctx = ctx;
+}

@@ -15,6 +15,7 @@
 
 #include "core/ids.h"
 #include "engine/internal.h"
+#include "learn/learn.h"
 
 /* Every id the script gives (steps, slots) stays short: it is stored with every event. */
 enum { ID_MAX = 64 };
@@ -132,6 +133,36 @@ static bool is_ack(lua_State *L, int idx) {
   bool ack = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "ack") == 0;
   lua_pop(L, 2);
   return ack;
+}
+
+/* The rating a customer gave on a step handed to them (audience "customer"): the value of its
+ * first answered rating field, or 0. It counts as feedback on the visit. */
+static int customer_rating(lua_State *L, int spec, const hs_value_t *data) {
+  int top = lua_gettop(L);
+  int rating = 0;
+  if (lua_getfield(L, spec, "audience") == LUA_TSTRING &&
+      strcmp(lua_tostring(L, -1), "customer") == 0 &&
+      lua_getfield(L, spec, "fields") == LUA_TTABLE) {
+    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); rating == 0 && i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      if (lua_getmetatable(L, -1)) {
+        lua_getfield(L, -1, "type");
+        if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "rating") == 0) {
+          lua_getfield(L, -3, "name");
+          const hs_value_t *v =
+              lua_type(L, -1) == LUA_TSTRING && data != NULL && data->type == HS_V_MAP
+                  ? hs_map_get(data, lua_tostring(L, -1))
+                  : NULL;
+          if (v != NULL && v->type == HS_V_INT && v->as.i >= 1 && v->as.i <= 5) {
+            rating = (int)v->as.i;
+          }
+        }
+      }
+      lua_settop(L, top + 2);
+    }
+  }
+  lua_settop(L, top);
+  return rating;
 }
 
 static bool list_has(lua_State *L, int list, const char *s) {
@@ -355,6 +386,27 @@ static int visit_step(lua_State *L) {
   return lua_yield(L, 0);
 }
 
+/* The belief in content item id of slot: its prior from the process's content, plus what the
+ * brand's visits taught (through the VM's counts hook, when the server set one). */
+static hs_arm_t item_arm(lua_State *L, hs_session_t *s, int content, const char *slot,
+                         const char *context, const char *id) {
+  double ps = 0, pf = 0;
+  lua_getfield(L, content, id);
+  if (lua_getfield(L, -1, "prior") == LUA_TTABLE) {
+    lua_getfield(L, -1, "successes");
+    lua_getfield(L, -2, "failures");
+    ps = lua_tonumber(L, -2);
+    pf = lua_tonumber(L, -1);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 2);
+  hs_content_counts_t c = {0, 0};
+  if (s->vm->counts_fn != NULL) {
+    s->vm->counts_fn(s->vm->counts_ctx, s->vm->brand, s->proc->name, slot, context, id, &c);
+  }
+  return hs_learn_arm(ps, pf, c.shown, c.successes);
+}
+
 static int visit_suggest(lua_State *L) {
   hs_session_t *s = check_visit(L, true);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -369,6 +421,10 @@ static int visit_suggest(lua_State *L) {
   }
   int from = 4;
   lua_Integer n = (lua_Integer)lua_rawlen(L, from);
+  if (n > HS_LEARN_MAX_ARMS) {
+    return luaL_error(L, "visit:suggest: from may list at most %d content ids",
+                      (int)HS_LEARN_MAX_ARMS);
+  }
   push_content(L, s);
   int content = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
@@ -388,6 +444,19 @@ static int visit_suggest(lua_State *L) {
     count = lua_tointeger(L, -1);
   }
   lua_pop(L, 1);
+  /* The context key: what the script knows about this visit that may change what works (a
+   * customer segment from earlier answers). Each key learns on its own. */
+  const char *context = "";
+  if (lua_getfield(L, 2, "context") != LUA_TNIL) {
+    size_t len = 0;
+    const char *c = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    if (c == NULL || len == 0 || len > ID_MAX || !hs__utf8_valid((const unsigned char *)c, len)) {
+      return luaL_error(L, "visit:suggest: context must be text of 1 to %d characters",
+                        (int)ID_MAX);
+    }
+    context = c;
+  }
+  /* context stays on the stack below the picks, which keeps the string alive. */
   lua_createtable(L, (int)count, 0);
   int picks = lua_gettop(L);
   if (s->replaying) {
@@ -412,43 +481,50 @@ static int visit_suggest(lua_State *L) {
       }
       lua_pushlstring(L, id->as.str.ptr, id->as.str.len);
       lua_rawseti(L, picks, (lua_Integer)i + 1);
-      /* Draw as the live run did, so a rebuilt session continues exactly like the original. */
-      (void)hs__rng_next(&s->pick);
     }
+    /* Draw as the live run did, so a rebuilt session continues exactly like the original. */
+    (void)hs__rng_next(&s->pick);
     s->replay_pos++;
     return 1;
   }
-  /* A uniform pick without replacement (partial Fisher-Yates over the indices). The picks are
-   * recorded, so this generator never needs to be reproduced. */
-  lua_Integer idx[64];
-  lua_Integer m = n < 64 ? n : 64;
-  for (lua_Integer i = 0; i < m; i++) {
-    idx[i] = i + 1;
+  /* Thompson sampling over the items' posteriors, with an exploration floor. Every draw comes
+   * from one number of the session's recorded generator; the picks and their propensities are
+   * recorded, so a replay never needs the posteriors again. */
+  hs_arm_t arms[HS_LEARN_MAX_ARMS];
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, from, i + 1);
+    arms[i] = item_arm(L, s, content, slot, context, lua_tostring(L, -1));
+    lua_pop(L, 1);
   }
-  if (count > m) {
-    count = m;
+  hs__charge(L, (uint64_t)n * 2000u, "visit:suggest");
+  size_t chosen[HS_LEARN_MAX_ARMS];
+  double prop[HS_LEARN_MAX_ARMS];
+  if (hs_learn_pick(arms, (size_t)n, (size_t)count, HS_LEARN_FLOOR, hs__rng_next(&s->pick), chosen,
+                    prop) != HS_OK) {
+    return luaL_error(L, "visit:suggest: cannot pick %d of %d", (int)count, (int)n);
   }
   hs_value_t *e = new_event(L, s, "suggest");
   if (hs_map_add_str(s->arena, e, "slot", slot) != HS_OK) {
     return luaL_error(L, "out of memory");
   }
   hs_value_t *arr = hs_value_new_array(s->arena, (size_t)count);
-  if (arr == NULL) {
+  hs_value_t *props = hs_value_new_array(s->arena, (size_t)count);
+  if (arr == NULL || props == NULL) {
     return luaL_error(L, "out of memory");
   }
   for (lua_Integer i = 0; i < count; i++) {
-    lua_Integer j = i + (lua_Integer)(hs__rng_next(&s->pick) % (uint64_t)(m - i));
-    lua_Integer tmp = idx[i];
-    idx[i] = idx[j];
-    idx[j] = tmp;
-    lua_rawgeti(L, from, idx[i]);
+    lua_rawgeti(L, from, (lua_Integer)chosen[i] + 1);
     hs_value_t *id = hs_value_new_cstr(s->arena, lua_tostring(L, -1));
-    if (id == NULL || hs_array_push(s->arena, arr, id) == NULL) {
+    hs_value_t *p = hs_value_new_float(s->arena, prop[i]);
+    if (id == NULL || p == NULL || hs_array_push(s->arena, arr, id) == NULL ||
+        hs_array_push(s->arena, props, p) == NULL) {
       return luaL_error(L, "out of memory");
     }
     lua_rawseti(L, picks, i + 1);
   }
-  if (hs_map_add(s->arena, e, "picks", arr) == NULL) {
+  if (hs_map_add(s->arena, e, "picks", arr) == NULL ||
+      hs_map_add(s->arena, e, "propensities", props) == NULL ||
+      (context[0] != '\0' && hs_map_add_str(s->arena, e, "context", context) != HS_OK)) {
     return luaL_error(L, "out of memory");
   }
   push_event(L, s, e);
@@ -1085,6 +1161,7 @@ static int complete_protected(lua_State *L) {
   if (docs != NULL) {
     NEED(hs_map_add(a, e, "documents", docs) != NULL);
   }
+  c->res->customer_rating = customer_rating(L, spec, c->data);
   push_event(L, s, e);
   s->now_ms = c->at_ms;
   lua_settop(L, spec + 1);

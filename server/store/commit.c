@@ -64,16 +64,65 @@ static const char *const k_sql[HS_WRITE_KINDS] = {
         "WITH input AS ("
         " SELECT * FROM json_to_recordset($1::json) AS t(i int, brand_id bigint,"
         " session_id text, contractor_id text, source text, rating smallint, comment text,"
-        " tags text[])),"
-        " f AS (INSERT INTO feedback (brand_id, session_id, source, rating, comment, tags)"
-        " SELECT input.brand_id, session_id, source, rating, comment, coalesce(tags, '{}')"
+        " tags text[], step_seq int, digest text)),"
+        /* A rating given on a step of the process is stored only with the completion that
+           carried it (the same digest), once. */
+        " f AS (INSERT INTO feedback (brand_id, session_id, source, rating, comment, tags,"
+        " step_seq) SELECT input.brand_id, session_id, source, rating, comment,"
+        " coalesce(tags, '{}'), step_seq"
         " FROM input JOIN sessions s ON s.id = input.session_id AND s.brand_id = input.brand_id"
         " AND (input.contractor_id IS NULL OR s.contractor_id = input.contractor_id)"
-        " RETURNING session_id)"
+        " WHERE input.step_seq IS NULL OR EXISTS (SELECT 1 FROM step_completions c"
+        " WHERE c.session_id = input.session_id AND c.seq = input.step_seq"
+        " AND c.digest = decode(input.digest, 'base64'))"
+        " ON CONFLICT DO NOTHING RETURNING session_id)"
         " SELECT i FROM input WHERE session_id IN (SELECT session_id FROM f)",
+    /* Content learning. A row applies only when the write it follows committed: its session
+       (source start), its completion with the same digest (completion), or a customer's
+       rating of 4 or more (feedback). The counters are updated last, in key order, after every
+       insert above them finished (the sort reads all its input first), so two batches never wait on
+       each other's counters in opposite orders. */
+    [HS_WRITE_CONTENT] =
+        "WITH input AS ("
+        " SELECT * FROM json_to_recordset($1::json) AS t(i int, brand_id bigint,"
+        " session_id text, source text, seq int, digest text, shown text, reward text)),"
+        " g AS (SELECT input.*, s.process FROM input JOIN sessions s ON s.id = input.session_id"
+        " AND s.brand_id = input.brand_id WHERE input.source = 'start'"
+        " OR (input.source = 'completion' AND EXISTS (SELECT 1 FROM step_completions c"
+        " WHERE c.session_id = input.session_id AND c.seq = input.seq"
+        " AND c.digest = decode(input.digest, 'base64')))"
+        " OR (input.source = 'feedback' AND EXISTS (SELECT 1 FROM feedback f"
+        " WHERE f.session_id = input.session_id AND f.source = 'customer'"
+        " AND f.rating >= 4))),"
+        " sh AS (INSERT INTO content_shown (brand_id, process, slot, context, item, session_id,"
+        " seq, rank, propensity) SELECT g.brand_id, g.process, x.slot, coalesce(x.context, ''),"
+        " x.item, g.session_id, g.seq, x.rank, x.propensity FROM g, "
+        "json_to_recordset(g.shown::json)"
+        " AS x(slot text, context text, item text, rank int, propensity float8)"
+        " WHERE g.shown IS NOT NULL ORDER BY g.session_id, g.seq, x.rank"
+        " ON CONFLICT DO NOTHING RETURNING brand_id, process, slot, context, item, session_id),"
+        " rw AS (INSERT INTO content_rewards (session_id, brand_id, source)"
+        " SELECT DISTINCT ON (session_id) session_id, brand_id, reward FROM g"
+        " WHERE reward IS NOT NULL ORDER BY session_id ON CONFLICT DO NOTHING"
+        " RETURNING session_id),"
+        " d AS (SELECT brand_id, process, slot, context, item, 1 AS shown,"
+        " CASE WHEN session_id IN (SELECT session_id FROM rw) OR EXISTS (SELECT 1"
+        " FROM content_rewards r WHERE r.session_id = sh.session_id) THEN 1 ELSE 0 END AS wins"
+        " FROM sh UNION ALL SELECT s.brand_id, s.process, s.slot, s.context, s.item, 0, 1"
+        " FROM content_shown s JOIN rw USING (session_id)),"
+        " u AS (INSERT INTO content_counts (brand_id, process, slot, context, item, shown,"
+        " successes) SELECT brand_id, process, slot, context, item, sum(shown), sum(wins)"
+        " FROM d GROUP BY brand_id, process, slot, context, item"
+        " ORDER BY brand_id, process, slot, context, item"
+        " ON CONFLICT (brand_id, process, slot, context, item) DO UPDATE"
+        " SET shown = content_counts.shown + excluded.shown,"
+        " successes = content_counts.successes + excluded.successes, updated_at = now()"
+        " RETURNING 1)"
+        " SELECT i FROM g WHERE (SELECT count(*) FROM u) >= 0",
 };
 static const char *const k_names[HS_WRITE_KINDS] = {"hs_commit_session", "hs_commit_completion",
-                                                    "hs_commit_rejection", "hs_commit_feedback"};
+                                                    "hs_commit_rejection", "hs_commit_feedback",
+                                                    "hs_commit_content"};
 
 struct hs_write {
   hs_write_t *next;

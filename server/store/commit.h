@@ -21,7 +21,9 @@ typedef enum hs_write_kind {
   HS_WRITE_SESSION = 0, /* a new session: its row and start events (key: id, or brand+ref) */
   HS_WRITE_COMPLETION,  /* an accepted completion and its validation record (key: id+seq) */
   HS_WRITE_REJECTION,   /* a rejected attempt's validation record (never conflicts) */
-  HS_WRITE_FEEDBACK,    /* feedback on a session */
+  HS_WRITE_FEEDBACK,    /* feedback on a session (key: session+step_seq for a rating step) */
+  HS_WRITE_CONTENT,     /* suggestions shown and rewards earned (store/content.h); runs after
+                           the kinds above in a batch and only counts what they committed */
   HS_WRITE_KINDS
 } hs_write_kind_t;
 

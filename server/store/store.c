@@ -10,6 +10,7 @@
 #include "codec/codec.h"
 #include "core/log.h"
 #include "core/strmap.h"
+#include "store/content.h"
 
 enum { LISTEN_RETRY_MS = 1000 };
 
@@ -27,6 +28,7 @@ struct hs_store {
   const hs_config_t *cfg;
   hs_db_pool_t *pool;              /* owned */
   hs_committer_t *committer;       /* owned */
+  hs_posteriors_t *posteriors;     /* owned: what visit:suggest has learned */
   hs_metrics_shard_t *metrics;     /* borrowed; may be NULL */
   hs_strmap_t brands;              /* brand name -> id (stored in the pointer) */
   hs_strmap_t tokens;              /* token hash (hex) -> malloc'd opaque entry (owned) */
@@ -255,6 +257,13 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *me
     free(s);
     return hs_err_set(err, rc, "out of memory");
   }
+  rc = hs_posteriors_new(loop, s->pool, &s->posteriors);
+  if (rc != HS_OK) {
+    hs_committer_close(s->committer);
+    hs_db_pool_close(s->pool);
+    free(s);
+    return hs_err_set(err, rc, "out of memory");
+  }
   uv_timer_init(loop, &s->ltimer);
   s->ltimer.data = s;
   uv_timer_start(&s->ltimer, on_listen_timer, 0, LISTEN_RETRY_MS);
@@ -304,6 +313,7 @@ void hs_store_close(hs_store_t *s) {
   listen_reset(s);
   hs_sealer_close(s->sealer);
   s->sealer = NULL;
+  hs_posteriors_close(s->posteriors);
   hs_committer_close(s->committer);
   hs_db_pool_close(s->pool);
   uv_close((uv_handle_t *)&s->ltimer, on_ltimer_closed);
@@ -353,6 +363,7 @@ hs_vm_t *hs_store_vm(hs_store_t *s, int64_t brand_id, hs_err_t *err) {
   if (hs_vm_new(key, NULL, &vm, err) != HS_OK) {
     return NULL;
   }
+  hs_vm_set_counts(vm, hs_posteriors_counts, s->posteriors);
   if (hs_strmap_put(&s->vms, key, vm) != HS_OK) {
     hs_vm_free(vm);
     hs_err_set(err, HS_ENOMEM, "out of memory");

@@ -227,7 +227,7 @@ static const route_t k_routes[] = {
     {"GET", "/v1/audit", R_COMPLIANCE | R_ADMIN, K_OWN},
     {"GET", "/v1/audit/checkpoint", R_COMPLIANCE | R_ADMIN, K_SEALED},
     {"GET", "/v1/audit/key", R_COMPLIANCE | R_ADMIN, K_OWN},
-    {"GET", "/v1/content/stats", 0, K_ABSENT},
+    {"GET", "/v1/content/stats", R_AUTHOR | R_ADMIN, K_ADDRESSED},
     {"POST", "/v1/tokens", R_ADMIN, K_CREATE},
     {"DELETE", "/v1/tokens/{id}", R_ADMIN, K_ADDRESSED},
 };
@@ -296,6 +296,8 @@ static void build(const fixture_t *fx, size_t ri, size_t ci, bool absent, char *
   } else if (strcmp(rt->pattern, "/v1/processes/{name}/activate") == 0) {
     snprintf(path, cap, "/v1/processes/%s/activate", proc);
     snprintf(body, bcap, "{\"version\": \"%s\"}", fx->version);
+  } else if (strcmp(rt->pattern, "/v1/content/stats") == 0) {
+    snprintf(path, cap, "/v1/content/stats?process=%s", proc);
   } else if (strcmp(rt->pattern, "/v1/tokens") == 0) {
     snprintf(body, bcap, "{\"role\": \"compliance\", \"name\": \"made in cell %zu\"}", ci);
   } else if (strcmp(rt->pattern, "/v1/tokens/{id}") == 0) {

@@ -686,9 +686,17 @@ static const bad_case_t k_cases[] = {
     {"audit export, unknown result", "GET", "/v1/audit?result=maybe", W_COMP, .status = 400,
      .code = "malformed"},
 
-    /* Routes this build does not offer. */
-    {"content stats", "GET", "/v1/content/stats?process=solar-consult", W_AUTHOR, .status = 501,
-     .code = "not_implemented"},
+    /* Content stats. */
+    {"content stats without a process", "GET", "/v1/content/stats", W_AUTHOR, .status = 400,
+     .code = "malformed"},
+    {"content stats of a bad process name", "GET", "/v1/content/stats?process=Solar_Consult",
+     W_AUTHOR, .status = 400, .code = "malformed"},
+    {"content stats of a 65-byte process name", "GET", "/v1/content/stats?process={a65}", W_AUTHOR,
+     .status = 400, .code = "malformed"},
+    {"content stats of an unknown process", "GET", "/v1/content/stats?process=no-such-process",
+     W_AUTHOR, .status = 404, .code = "not_found"},
+    {"content stats for a contractor", "GET", "/v1/content/stats?process=solar-consult", W_CON,
+     .status = 403, .code = "forbidden"},
 };
 
 /* ---- building requests ---- */

@@ -186,21 +186,7 @@ static void test_error_shapes(void **state) {
   check_error(must_request(c, "POST", "/debug/echo", NULL, 0, "\x80", 1), 404, "not_found", false,
               NULL, 0);
 
-  /* Every /v1 route of SPEC §4 that has not been built answers 501. A route that lands moves
-   * out of this list into its own tests. */
-  static const char *const v1[][2] = {
-      {"GET", "/v1/content/stats?process=solar-consult"},
-  };
   const hs_h2_header_t auth[] = {{"authorization", "Bearer test-token"}};
-  for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; i++) {
-    bool has_body = strcmp(v1[i][0], "POST") == 0 || strcmp(v1[i][0], "PUT") == 0;
-    hs_h2_response_t *r =
-        must_request(c, v1[i][0], v1[i][1], auth, 1, has_body ? "\x80" : NULL, has_body ? 1 : 0);
-    if (r->status != 501) {
-      fail_msg("%s %s: status %d, expected 501", v1[i][0], v1[i][1], r->status);
-    }
-    check_error(r, 501, "not_implemented", false, NULL, 0);
-  }
   /* The routes that need the database say so, with Retry-After, when the server has none. */
   static const char *const stored[][2] = {
       {"POST", "/v1/sessions"},
