@@ -26,9 +26,6 @@
 
 enum {
   PAGE_ROWS = 2000, /* records per database round trip */
-  /* Stored bytes of data per page: records carry up to a request body each, so a page stops
-   * early rather than hold thousands of large ones. */
-  PAGE_BYTES = 4 * 1024 * 1024,
 };
 
 /* Runs x only while everything before it succeeded: the line builders below chain dozens of
@@ -55,16 +52,24 @@ typedef struct xop {
   /* Progress through the chain. */
   int64_t position; /* records passed so far: the chain's size at after_id */
   int64_t after_id; /* the last record id passed */
+  /* The next page to ask for: while one page is written out, the database already reads the
+   * next (at most one query in flight, at most two pages of output held). */
+  int64_t fetch_after_id;
+  int64_t fetch_position;
+  bool fetching;
+  bool exhausted;   /* every page up to the covering checkpoint has been asked for */
   int64_t end_size; /* the covering checkpoint */
   int64_t end_through;
   uint8_t chain[32];
   uint64_t matched;
-  hs_buf_t out; /* owned: the page being written */
+  hs_buf_t out;     /* owned: the page being written */
+  hs_buf_t scratch; /* owned: the canonical encoding of the record being hashed */
   hs_arena_t arena;
 } xop_t;
 
 static void xop_free(xop_t *op) {
   hs_buf_free(&op->out);
+  hs_buf_free(&op->scratch);
   hs_arena_reset(&op->arena);
   free(op);
 }
@@ -85,53 +90,85 @@ static int put_str(hs_buf_t *b, const char *s) {
   return hs_json_put_string(b, s, strlen(s));
 }
 
+/* A string literal, without strlen. */
+#define PUT_LIT(b, lit) hs_buf_append((b), (lit), sizeof(lit) - 1)
+
+/* The writers below run once per record of an export of millions: they append directly
+ * instead of going through printf. */
 static int put_hex(hs_buf_t *b, const uint8_t *p, size_t n) {
-  char hex[129];
-  hs_hex(p, n, hex);
-  return hs_buf_printf(b, "\"%s\"", hex);
+  int rc = hs_buf_reserve(b, 2 * n + 3);
+  if (rc == HS_OK) {
+    char *o = (char *)b->data + b->len;
+    o[0] = '"';
+    hs_hex(p, n, o + 1); /* writes a NUL, overwritten by the quote */
+    o[2 * n + 1] = '"';
+    b->len += 2 * n + 2;
+  }
+  return rc;
 }
 
+static int put_i64(hs_buf_t *b, int64_t v) {
+  char tmp[24];
+  size_t i = sizeof tmp;
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do {
+    tmp[--i] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (v < 0) {
+    tmp[--i] = '-';
+  }
+  return hs_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+/* RFC 3339 with microseconds, quoted. Records of one export come in bursts within the same
+ * second, so the date and time part is formatted once per second. */
 static int put_time(hs_buf_t *b, int64_t us) {
-  char t[32];
-  hs_audit_time_format(us, t);
-  return hs_buf_printf(b, "\"%s\"", t);
+  static _Thread_local int64_t cached_sec = INT64_MIN;
+  static _Thread_local char cached[32];
+  int64_t sec = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
+  int64_t frac = us - sec * 1000000;
+  if (sec != cached_sec) {
+    hs_audit_time_format(sec * 1000000, cached); /* "…T10:15:03.000000Z" */
+    cached[19] = '\0';
+    cached_sec = sec;
+  }
+  char tail[10] = {'.', 0, 0, 0, 0, 0, 0, 'Z', '"'};
+  for (int i = 6; i >= 1; i--) {
+    tail[i] = (char)('0' + frac % 10);
+    frac /= 10;
+  }
+  int rc = hs_buf_append(b, "\"", 1);
+  if (rc == HS_OK) {
+    rc = hs_buf_append(b, cached, 19);
+  }
+  if (rc == HS_OK) {
+    rc = hs_buf_append(b, tail, 9);
+  }
+  return rc;
 }
 
-/* Stored msgpack (a map) as JSON; NULL bytes as null. With drop set, the named members are left
- * out. */
-static int put_msgpack(xop_t *op, hs_buf_t *b, const uint8_t *p, size_t n, const char *drop) {
-  if (p == NULL) {
-    return hs_buf_puts(b, "null");
-  }
-  hs_value_t *v = NULL;
-  hs_err_t err;
-  int rc = hs_msgpack_decode(p, n, NULL, &op->arena, &v, &err);
-  if (rc != HS_OK) {
-    return rc;
-  }
-  if (drop != NULL && v->type == HS_V_MAP) {
-    /* drop is the record's pii names, one per line. */
-    size_t k = 0;
-    for (size_t i = 0; i < v->as.map.len; i++) {
-      const char *key = v->as.map.items[i].key;
-      size_t kl = strlen(key);
-      bool hide = false;
-      for (const char *d = drop; *d != '\0';) {
-        const char *nl = strchr(d, '\n');
-        size_t dl = nl != NULL ? (size_t)(nl - d) : strlen(d);
-        if (dl == kl && memcmp(d, key, kl) == 0) {
-          hide = true;
-          break;
-        }
-        d += dl + (nl != NULL);
-      }
-      if (!hide) {
-        v->as.map.items[k++] = v->as.map.items[i];
-      }
+/* True when key is one of the names in ctx, a list of pii field names one per line. */
+static bool is_hidden(void *ctx, const char *key, size_t kl) {
+  for (const char *d = ctx; *d != '\0';) {
+    const char *nl = strchr(d, '\n');
+    size_t dl = nl != NULL ? (size_t)(nl - d) : strlen(d);
+    if (dl == kl && memcmp(d, key, kl) == 0) {
+      return true;
     }
-    v->as.map.len = k;
+    d += dl + (nl != NULL);
   }
-  return hs_json_encode(v, b);
+  return false;
+}
+
+/* Stored msgpack (a map) as JSON; NULL bytes as null. With drop set (the record's pii names,
+ * one per line), those members are left out. */
+static int put_msgpack(xop_t *op, hs_buf_t *b, const uint8_t *p, size_t n, const char *drop) {
+  (void)op;
+  if (p == NULL) {
+    return PUT_LIT(b, "null");
+  }
+  return hs_msgpack_to_json(p, n, b, drop != NULL ? is_hidden : NULL, (void *)drop);
 }
 
 static bool matches(const xop_t *op, const hs_audit_record_t *r) {
@@ -156,50 +193,54 @@ static int put_record_ndjson(xop_t *op, const PGresult *res, int row, const hs_a
                              const uint8_t hash[32]) {
   hs_buf_t *b = &op->out;
   const char *drop = hidden(op, res, row);
-  int rc = hs_buf_printf(b, "{\"type\":\"record\",\"position\":%" PRId64 ",\"id\":%" PRId64,
-                         op->position, r->id);
-  TRY(hs_buf_puts(b, ",\"session\":"));
+  int rc = PUT_LIT(b, "{\"type\":\"record\",\"position\":");
+  TRY(put_i64(b, op->position));
+  TRY(PUT_LIT(b, ",\"id\":"));
+  TRY(put_i64(b, r->id));
+  TRY(PUT_LIT(b, ",\"session\":"));
   TRY(put_str(b, r->session));
-  TRY(hs_buf_puts(b, ",\"process\":"));
+  TRY(PUT_LIT(b, ",\"process\":"));
   TRY(put_str(b, r->process));
-  TRY(hs_buf_puts(b, ",\"version\":"));
+  TRY(PUT_LIT(b, ",\"version\":"));
   TRY(put_str(b, r->version));
-  TRY(hs_buf_puts(b, ",\"step\":"));
+  TRY(PUT_LIT(b, ",\"step\":"));
   TRY(put_str(b, r->step));
-  TRY(hs_buf_printf(b, ",\"seq\":%" PRId64 ",\"contractor\":", r->seq));
+  TRY(PUT_LIT(b, ",\"seq\":"));
+  TRY(put_i64(b, r->seq));
+  TRY(PUT_LIT(b, ",\"contractor\":"));
   TRY(put_str(b, r->contractor));
-  TRY(hs_buf_puts(b, ",\"server_time\":"));
+  TRY(PUT_LIT(b, ",\"server_time\":"));
   TRY(put_time(b, r->server_us));
-  TRY(hs_buf_puts(b, ",\"device_time\":"));
-  TRY((r->has_device ? put_time(b, r->device_us) : hs_buf_puts(b, "null")));
-  TRY(hs_buf_puts(b, ",\"result\":"));
+  TRY(PUT_LIT(b, ",\"device_time\":"));
+  TRY((r->has_device ? put_time(b, r->device_us) : PUT_LIT(b, "null")));
+  TRY(PUT_LIT(b, ",\"result\":"));
   TRY(put_str(b, r->result));
-  TRY(hs_buf_puts(b, ",\"errors\":"));
+  TRY(PUT_LIT(b, ",\"errors\":"));
   TRY(put_msgpack(op, b, r->errors, r->errors_len, NULL));
-  TRY(hs_buf_puts(b, ",\"data\":"));
+  TRY(PUT_LIT(b, ",\"data\":"));
   TRY(put_msgpack(op, b, (const uint8_t *)PQgetvalue(res, row, HS_AUDIT_ROW_COLUMNS),
                   (size_t)PQgetlength(res, row, HS_AUDIT_ROW_COLUMNS), drop));
   if (drop != NULL) {
-    TRY(hs_buf_puts(b, ",\"redacted\":["));
+    TRY(PUT_LIT(b, ",\"redacted\":["));
     for (const char *d = drop; rc == HS_OK && *d != '\0';) {
       const char *nl = strchr(d, '\n');
       size_t dl = nl != NULL ? (size_t)(nl - d) : strlen(d);
       rc = hs_json_put_string(b, d, dl);
       d += dl + (nl != NULL);
-      TRY((*d != '\0' ? hs_buf_puts(b, ",") : HS_OK));
+      TRY((*d != '\0' ? PUT_LIT(b, ",") : HS_OK));
     }
-    TRY(hs_buf_puts(b, "]"));
+    TRY(PUT_LIT(b, "]"));
   }
-  TRY(hs_buf_puts(b, ",\"data_digest\":"));
+  TRY(PUT_LIT(b, ",\"data_digest\":"));
   TRY(put_hex(b, r->data_digest, 32));
-  TRY(hs_buf_puts(b, ",\"documents\":"));
+  TRY(PUT_LIT(b, ",\"documents\":"));
   TRY(put_msgpack(op, b, r->documents, r->documents_len, NULL));
-  TRY(hs_buf_puts(b, ",\"record_hash\":"));
+  TRY(PUT_LIT(b, ",\"record_hash\":"));
   TRY(put_hex(b, hash, 32));
-  TRY(hs_buf_puts(b, ",\"chain\":"));
+  TRY(PUT_LIT(b, ",\"chain\":"));
   TRY(put_hex(b, op->chain, 32));
   if (rc == HS_OK) {
-    rc = hs_buf_puts(b, "}\n");
+    rc = PUT_LIT(b, "}\n");
   }
   return rc;
 }
@@ -211,12 +252,12 @@ static int put_csv_cell(hs_buf_t *b, const char *s, size_t n, bool last) {
   bool guard = n > 0 && strchr("=+-@\t\r", s[0]) != NULL;
   bool quote =
       guard || memchr(s, ',', n) || memchr(s, '"', n) || memchr(s, '\n', n) || memchr(s, '\r', n);
-  int rc = quote ? hs_buf_puts(b, "\"") : HS_OK;
-  TRY((guard ? hs_buf_puts(b, "'") : HS_OK));
+  int rc = quote ? PUT_LIT(b, "\"") : HS_OK;
+  TRY((guard ? PUT_LIT(b, "'") : HS_OK));
   for (size_t i = 0; rc == HS_OK && i < n; i++) {
-    rc = s[i] == '"' ? hs_buf_puts(b, "\"\"") : hs_buf_append(b, &s[i], 1);
+    rc = s[i] == '"' ? PUT_LIT(b, "\"\"") : hs_buf_append(b, &s[i], 1);
   }
-  TRY((quote ? hs_buf_puts(b, "\"") : HS_OK));
+  TRY((quote ? PUT_LIT(b, "\"") : HS_OK));
   if (rc == HS_OK) {
     rc = hs_buf_puts(b, last ? "\r\n" : ",");
   }
@@ -296,7 +337,7 @@ static int put_checkpoint(xop_t *op, const PGresult *res, int row) {
   hs_hex((const uint8_t *)PQgetvalue(res, row, 1), 32, head);
   hs_audit_time_format(hs_audit_be64(PQgetvalue(res, row, 3)), t);
   hs_hex((const uint8_t *)PQgetvalue(res, row, 5), 64, sig);
-  int rc = hs_buf_puts(&op->out, "{\"type\":\"checkpoint\",\"brand\":");
+  int rc = PUT_LIT(&op->out, "{\"type\":\"checkpoint\",\"brand\":");
   TRY(put_str(&op->out, op->who.brand));
   if (rc == HS_OK) {
     rc = hs_buf_printf(&op->out,
@@ -313,6 +354,8 @@ static void fetch_page(xop_t *op);
 
 static void finish(xop_t *op) {
   hs_req_t *req = op->req;
+  hs_db_job_cancel(op->job);
+  op->job = NULL;
   req->on_cancel = NULL;
   req->on_drain = NULL;
   req->data = NULL;
@@ -322,12 +365,23 @@ static void finish(xop_t *op) {
   hs_req_stream_end(req);
 }
 
-/* Hands the page to the stream, then fetches the next one. */
+enum { OUT_CAP = 2 * 1024 * 1024 }; /* output held before the next page is asked for */
+
+static void maybe_fetch(xop_t *op) {
+  if (!op->fetching && !op->exhausted && op->out.len < OUT_CAP) {
+    fetch_page(op);
+  }
+}
+
+/* Hands the pages written so far to the stream; asks for the next page; ends the export once
+ * every page has been written and sent to the stream. */
 static void pump(hs_req_t *req) {
   xop_t *op = req->data;
   if (op->out.len > 0) {
-    int rc = hs_req_stream_write(req, op->out.data, op->out.len);
+    int rc = hs_req_stream_write_buf(req, &op->out);
     if (rc == HS_ELIMIT) {
+      /* The stream holds its cap: wait until half of it is sent. At most the cap plus two
+       * pages are held. */
       req->on_drain = pump;
       return;
     }
@@ -335,16 +389,12 @@ static void pump(hs_req_t *req) {
       finish(op); /* the client cannot take more; the truncated export fails verification */
       return;
     }
-    op->out.len = 0;
   }
-  if (op->position >= op->end_size) {
-    finish(op);
-    return;
-  }
-  /* The stream takes a page while it buffers less than its cap, so at most the cap plus one
-   * page is held: the next write of a full buffer waits for on_drain. */
   req->on_drain = NULL;
-  fetch_page(op);
+  maybe_fetch(op);
+  if (op->exhausted && !op->fetching) {
+    finish(op);
+  }
 }
 
 static void on_page(void *ctx, const hs_db_result_t *res) {
@@ -362,6 +412,13 @@ static void on_page(void *ctx, const hs_db_result_t *res) {
   int n = PQntuples(recs);
   int n_cps = PQntuples(cps);
   int cp = 0;
+  op->fetching = false;
+  if (n > 0 && PQgetlength(recs, n - 1, 0) == 8) {
+    op->fetch_after_id = hs_audit_be64(PQgetvalue(recs, n - 1, 0));
+    op->fetch_position += n;
+  }
+  op->exhausted = n == 0 || op->fetch_position >= op->end_size;
+  maybe_fetch(op); /* the database reads the next page while this one is written */
   hs_arena_reset(&op->arena);
   int rc = HS_OK;
   for (int i = 0; rc == HS_OK && i < n; i++) {
@@ -369,7 +426,7 @@ static void on_page(void *ctx, const hs_db_result_t *res) {
     int64_t brand_id;
     uint8_t h[32];
     rc = hs_audit_row_parse(recs, i, &r, &brand_id);
-    TRY(hs_audit_record_hash(&r, h));
+    TRY(hs_audit_record_hash(&r, &op->scratch, h));
     if (rc != HS_OK) {
       break;
     }
@@ -380,13 +437,13 @@ static void on_page(void *ctx, const hs_db_result_t *res) {
       op->matched++;
       rc = op->csv ? put_record_csv(op, recs, i, &r, h) : put_record_ndjson(op, recs, i, &r, h);
     } else if (!op->csv) {
-      char hex[65], chain[65];
-      hs_hex(h, 32, hex);
-      hs_hex(op->chain, 32, chain);
-      rc = hs_buf_printf(&op->out,
-                         "{\"type\":\"elided\",\"position\":%" PRId64
-                         ",\"record_hash\":\"%s\",\"chain\":\"%s\"}\n",
-                         op->position, hex, chain);
+      rc = PUT_LIT(&op->out, "{\"type\":\"elided\",\"position\":");
+      TRY(put_i64(&op->out, op->position));
+      TRY(PUT_LIT(&op->out, ",\"record_hash\":"));
+      TRY(put_hex(&op->out, h, 32));
+      TRY(PUT_LIT(&op->out, ",\"chain\":"));
+      TRY(put_hex(&op->out, op->chain, 32));
+      TRY(PUT_LIT(&op->out, "}\n"));
     }
     /* The checkpoints inside the range go right after the record they end at, so a verifier
      * can pin a tampered record down to the stretch between two signatures. */
@@ -409,33 +466,30 @@ static void on_page(void *ctx, const hs_db_result_t *res) {
     finish(op);
     return;
   }
-  if (n == 0) {
-    op->position = op->end_size; /* nothing more under the checkpoint (cannot happen normally) */
-  }
   pump(op->req);
 }
 
 static void fetch_page(xop_t *op) {
-  char brand[24], after[24], through[24], pos[24], end[24], rows[16], bytes[16];
+  char brand[24], after[24], through[24], pos[24], end[24], rows[16];
   snprintf(brand, sizeof brand, "%" PRId64, op->who.brand_id);
-  snprintf(after, sizeof after, "%" PRId64, op->after_id);
+  snprintf(after, sizeof after, "%" PRId64, op->fetch_after_id);
   snprintf(through, sizeof through, "%" PRId64, op->end_through);
-  snprintf(pos, sizeof pos, "%" PRId64, op->position);
+  snprintf(pos, sizeof pos, "%" PRId64, op->fetch_position);
   snprintf(end, sizeof end, "%" PRId64, op->end_size);
   snprintf(rows, sizeof rows, "%d", PAGE_ROWS);
-  snprintf(bytes, sizeof bytes, "%d", PAGE_BYTES);
-  const char *p1[] = {brand, after, through, rows, bytes, op->who.brand};
+  const char *p1[] = {brand, after, through, rows, op->who.brand};
   const char *p2[] = {brand, pos, end, rows};
-  /* The running sum keeps a page of large records small; the first row always comes. */
+  /* A page ends at the next record with more than 4 KiB of data (validation_records_large), so
+   * it holds at most PAGE_ROWS small records and one large one. */
   hs_db_stmt_t st[] = {
       {.name = "hs_audit_page",
        .sql = "SELECT " HS_AUDIT_ROW_SELECT ", r.data, array_to_string(r.pii, E'\\n')"
-              " FROM (SELECT v.*, sum(pg_column_size(v.data)) OVER (ORDER BY v.id) AS run"
-              " FROM validation_records v WHERE v.brand_id = $1::int8 AND v.id > $2::int8"
-              " AND v.id <= $3::int8 ORDER BY v.id LIMIT $4::int4) r,"
-              " (SELECT $6::text AS name) b"
-              " WHERE r.run - pg_column_size(r.data) < $5::int8 ORDER BY r.id",
-       .n_params = 6,
+              " FROM validation_records r, (SELECT $5::text AS name) b"
+              " WHERE r.brand_id = $1::int8 AND r.id > $2::int8 AND r.id <= least($3::int8,"
+              " coalesce((SELECT l.id FROM validation_records l WHERE l.brand_id = $1::int8"
+              " AND l.id > $2::int8 AND octet_length(l.data) > 4096 ORDER BY l.id LIMIT 1),"
+              " $3::int8)) ORDER BY r.id LIMIT $4::int4",
+       .n_params = 5,
        .values = p1,
        .binary_result = true},
       {.name = "hs_audit_page_cps",
@@ -448,8 +502,10 @@ static void fetch_page(xop_t *op) {
   };
   if (hs_db_exec(hs_store_pool(store_of(op->req)), st, 2, on_page, op, &op->job) != HS_OK) {
     hs_log(HS_LOG_WARN, "audit_export_failed", "{s:s}", "error", "the database is unavailable");
-    finish(op);
+    op->exhausted = true; /* the stream ends short of its checkpoint: verification says so */
+    return;
   }
+  op->fetching = true;
 }
 
 /* ------------------------------------------------------------ GET /v1/audit */
@@ -473,6 +529,8 @@ static void on_start(void *ctx, const hs_db_result_t *res) {
     memcpy(op->chain, PQgetvalue(start, 0, 1), 32);
     op->after_id = hs_audit_be64(PQgetvalue(start, 0, 2));
   }
+  op->fetch_after_id = op->after_id;
+  op->fetch_position = op->position;
   int64_t start_size = op->position;
   uint8_t start_head[32];
   memcpy(start_head, op->chain, 32);
@@ -482,6 +540,7 @@ static void on_start(void *ctx, const hs_db_result_t *res) {
   } else {
     op->end_size = op->position;
   }
+  op->exhausted = op->fetch_position >= op->end_size;
   char count[24];
   snprintf(count, sizeof count, "%" PRId64, op->end_size - start_size);
   const char *headers[] = {"x-handsel-records", count};
@@ -501,7 +560,7 @@ static void on_start(void *ctx, const hs_db_result_t *res) {
     char now[32];
     hs_audit_time_format(hs_time_now_ms() * 1000, now);
     hs_buf_t *b = &op->out;
-    rc = hs_buf_puts(b, "{\"type\":\"export\",\"format\":\"handsel-audit-v1\",\"brand\":");
+    rc = PUT_LIT(b, "{\"type\":\"export\",\"format\":\"handsel-audit-v1\",\"brand\":");
     TRY(put_str(b, op->who.brand));
     TRY(hs_buf_printf(b, ",\"exported_at\":\"%s\",\"filters\":{", now));
     bool first = true;
@@ -621,6 +680,7 @@ static void export_authorized(hs_req_t *req, const hs_principal_t *who) {
     return;
   }
   hs_buf_init(&op->out, 0);
+  hs_buf_init(&op->scratch, 0);
   hs_arena_init(&op->arena, 0);
   op->req = req;
   op->who = *who;

@@ -12,14 +12,14 @@
 static const char k_record_tag[] = "handsel.audit.record.v1";
 
 typedef struct sink {
-  hs_buf_t buf;
+  hs_buf_t *buf;
   int rc; /* the first failure: a partial encoding is never hashed */
 } sink_t;
 
 static int sink_write(void *data, const char *p, size_t n) {
   sink_t *s = data;
   if (s->rc == HS_OK) {
-    s->rc = hs_buf_append(&s->buf, p, n);
+    s->rc = hs_buf_append(s->buf, p, n);
   }
   return s->rc == HS_OK ? 0 : -1;
 }
@@ -39,9 +39,9 @@ static void pack_raw(msgpack_packer *pk, sink_t *s, const uint8_t *p, size_t n) 
   }
 }
 
-int hs_audit_record_hash(const hs_audit_record_t *r, uint8_t out[32]) {
-  sink_t s = {.rc = HS_OK};
-  hs_buf_init(&s.buf, 0);
+int hs_audit_record_hash(const hs_audit_record_t *r, hs_buf_t *scratch, uint8_t out[32]) {
+  sink_t s = {.buf = scratch, .rc = HS_OK};
+  scratch->len = 0;
   msgpack_packer pk;
   msgpack_packer_init(&pk, &s, sink_write);
   msgpack_pack_array(&pk, 15);
@@ -66,9 +66,8 @@ int hs_audit_record_hash(const hs_audit_record_t *r, uint8_t out[32]) {
   msgpack_pack_bin_body(&pk, r->data_digest, 32);
   pack_raw(&pk, &s, r->documents, r->documents_len);
   if (s.rc == HS_OK) {
-    hs_sha256(s.buf.data, s.buf.len, out);
+    hs_sha256(scratch->data, scratch->len, out);
   }
-  hs_buf_free(&s.buf);
   return s.rc;
 }
 

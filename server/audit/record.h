@@ -42,8 +42,9 @@ typedef struct hs_audit_record {
   uint8_t data_digest[32];
 } hs_audit_record_t;
 
-/* The record's hash. HS_ENOMEM only. */
-int hs_audit_record_hash(const hs_audit_record_t *r, uint8_t out[32]);
+/* The record's hash. scratch (the caller's, emptied first) holds the canonical encoding, so a
+ * caller hashing many records reuses one allocation. HS_ENOMEM only. */
+int hs_audit_record_hash(const hs_audit_record_t *r, hs_buf_t *scratch, uint8_t out[32]);
 
 /* chain_n from chain_{n-1} and record_hash_n. prev and out may be the same array. */
 void hs_audit_chain_next(const uint8_t prev[32], const uint8_t record_hash[32], uint8_t out[32]);

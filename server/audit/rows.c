@@ -2,6 +2,9 @@
 
 #include <string.h>
 
+/* A binary timestamptz counts microseconds from 2000-01-01T00:00:00Z. */
+static const int64_t PG_EPOCH_US = 946684800LL * 1000000;
+
 int64_t hs_audit_be64(const char *p) {
   const unsigned char *u = (const unsigned char *)p;
   uint64_t v = 0;
@@ -33,10 +36,10 @@ int hs_audit_row_parse(const PGresult *res, int row, hs_audit_record_t *rec, int
   rec->step = PQgetvalue(res, row, 6);
   rec->seq = hs_audit_be32(PQgetvalue(res, row, 7));
   rec->contractor = PQgetvalue(res, row, 8);
-  rec->server_us = hs_audit_be64(PQgetvalue(res, row, 9));
+  rec->server_us = hs_audit_be64(PQgetvalue(res, row, 9)) + PG_EPOCH_US;
   if (!PQgetisnull(res, row, 10) && PQgetlength(res, row, 10) == 8) {
     rec->has_device = true;
-    rec->device_us = hs_audit_be64(PQgetvalue(res, row, 10));
+    rec->device_us = hs_audit_be64(PQgetvalue(res, row, 10)) + PG_EPOCH_US;
   }
   rec->result = PQgetvalue(res, row, 11);
   if (!PQgetisnull(res, row, 12)) {

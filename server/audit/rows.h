@@ -9,12 +9,12 @@
 #include "audit/record.h"
 
 /* The select list, in the order hs_audit_row_parse reads, for `validation_records r JOIN brands
- * b ON b.id = r.brand_id`. Results must be requested in binary format. Columns after
+ * b ON b.id = r.brand_id`. Results must be requested in binary format (times then arrive as
+ * PostgreSQL's own microseconds since 2000-01-01, with no arithmetic per row). Columns after
  * HS_AUDIT_ROW_COLUMNS are the caller's. */
 #define HS_AUDIT_ROW_SELECT                                                                        \
   "r.id, b.name, r.brand_id, r.session_id, r.process, r.version, r.step_id, r.seq,"                \
-  " r.contractor_id, (extract(epoch FROM r.server_time) * 1000000)::int8,"                         \
-  " (extract(epoch FROM r.device_time) * 1000000)::int8, r.result, r.errors, r.data_digest,"       \
+  " r.contractor_id, r.server_time, r.device_time, r.result, r.errors, r.data_digest,"             \
   " r.documents"
 enum { HS_AUDIT_ROW_COLUMNS = 15 };
 

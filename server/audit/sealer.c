@@ -19,7 +19,7 @@ enum {
   ROUND_MAX = 5000,
 };
 
-typedef enum phase { IDLE, PROBING, FENCING, READING, WRITING } phase_t;
+typedef enum phase { IDLE, PROBING, FENCING, WAITING, READING, WRITING } phase_t;
 
 struct hs_sealer {
   uv_timer_t timer;            /* first: the sealer is freed in its close callback */
@@ -32,6 +32,8 @@ struct hs_sealer {
   int64_t horizon;  /* sealed_through as read by this round */
   int64_t fence;    /* every id up to this is final */
   int64_t fence_us; /* the database's time when the fence was taken: the checkpoints' time */
+  char xid[32];     /* the fence's own xid: every transaction below it must have finished */
+  unsigned waited;  /* polls of those transactions so far */
   int64_t through;  /* the horizon this round moves to */
   uint64_t sealed;  /* records in this round's checkpoints */
   uint64_t checkpoints;
@@ -92,38 +94,82 @@ static void start_probe(hs_sealer_t *s) {
   }
 }
 
+static void start_wait(hs_sealer_t *s);
+
 static void on_fence(void *ctx, const hs_db_result_t *r) {
   hs_sealer_t *s = ctx;
   s->job = NULL;
-  if (r->status != HS_OK || r->n_results < 4 || PQntuples(r->results[3]) != 1) {
+  if (r->status != HS_OK || r->n_results != 2 || PQntuples(r->results[0]) != 1 ||
+      PQntuples(r->results[1]) != 1) {
     fail(s, "fence", r);
     return;
   }
-  s->fence = int_at(r->results[3], 0, 0);
+  s->fence = int_at(r->results[0], 0, 0);
+  snprintf(s->xid, sizeof s->xid, "%s", PQgetvalue(r->results[1], 0, 0));
   /* The database's clock, not this node's: every record up to the fence began (server_time)
    * before this instant, which is what lets an export start at the last checkpoint signed
    * before its `from`. */
-  s->fence_us = int_at(r->results[3], 0, 1);
-  start_read(s);
+  s->fence_us = int_at(r->results[1], 0, 1);
+  s->waited = 0;
+  start_wait(s);
 }
 
-/* Writers hold ROW EXCLUSIVE on validation_records from before they draw an id until they
- * commit; SHARE conflicts with it, so once granted no insert is in flight and the sequence's
- * value bounds every id that will ever be committed below it. lock_timeout keeps a stuck
- * writer from making every other writer queue behind this lock for long. */
+/* The fence reads the id sequence, then takes an xid of its own. Every id up to the value read
+ * was drawn by a transaction that already had its xid (validation_record_id() takes one before
+ * it draws), and so a smaller xid than the fence's. Once every transaction with a smaller xid
+ * has finished, no id up to the fence can still appear: the range is final, without any lock
+ * that writers would wait for. */
 static void start_fence(hs_sealer_t *s) {
   hs_db_stmt_t st[] = {
-      {.sql = "BEGIN"},
-      {.sql = "SET LOCAL lock_timeout = '2s'"},
-      {.sql = "LOCK TABLE validation_records IN SHARE MODE"},
       {.name = "hs_seal_fence",
-       .sql = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END,"
-              " (extract(epoch FROM clock_timestamp()) * 1000000)::int8"
+       .sql = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
               " FROM validation_records_id_seq"},
-      {.sql = "COMMIT"},
+      {.name = "hs_seal_xid",
+       .sql = "SELECT pg_current_xact_id()::text,"
+              " (extract(epoch FROM clock_timestamp()) * 1000000)::int8"},
   };
   s->phase = FENCING;
-  if (hs_db_exec(s->pool, st, sizeof st / sizeof st[0], on_fence, s, &s->job) != HS_OK) {
+  if (hs_db_exec(s->pool, st, 2, on_fence, s, &s->job) != HS_OK) {
+    schedule(s, s->interval_ms);
+  }
+}
+
+static void on_waited(void *ctx, const hs_db_result_t *r) {
+  hs_sealer_t *s = ctx;
+  s->job = NULL;
+  if (r->status != HS_OK || PQntuples(r->results[0]) != 1) {
+    fail(s, "wait", r);
+    return;
+  }
+  if (int_at(r->results[0], 0, 0) == 1) {
+    start_read(s);
+    return;
+  }
+  /* Some are still running: look again shortly. A transaction that stays open for long (an
+   * operator's psql session that wrote something) holds sealing back, never the writers. */
+  if (++s->waited == 5000) {
+    hs_log(HS_LOG_WARN, "audit_seal_waiting", "{s:s}", "detail",
+           "a transaction open since the last fence keeps new records from being sealed");
+  }
+  s->phase = WAITING;
+  uv_timer_start(&s->timer, on_timer, 2, 0);
+}
+
+/* Finished means finished for a new snapshot, not merely marked committed: PostgreSQL marks a
+ * commit in its log a moment before it takes the transaction out of the running set, and a
+ * snapshot taken in between still hides its rows. So the question is put to a snapshot: does it
+ * see every xid below the fence's as completed (its xmax is past the fence's xid, and none below
+ * is on its running list)? The read that follows takes a later snapshot, which sees as much. */
+static void start_wait(hs_sealer_t *s) {
+  const char *params[] = {s->xid};
+  hs_db_stmt_t st = {.name = "hs_seal_wait",
+                     .sql = "SELECT (pg_snapshot_xmax(q) > $1::xid8 AND NOT EXISTS (SELECT 1"
+                            " FROM pg_snapshot_xip(q) x WHERE x < $1::xid8))::int"
+                            " FROM pg_current_snapshot() q",
+                     .n_params = 1,
+                     .values = params};
+  s->phase = WAITING;
+  if (hs_db_exec(s->pool, &st, 1, on_waited, s, &s->job) != HS_OK) {
     schedule(s, s->interval_ms);
   }
 }
@@ -269,12 +315,15 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     }
   }
   s->sealed = 0;
+  hs_buf_t scratch;
+  hs_buf_init(&scratch, 0);
   for (int i = 0; i < n_recs; i++) {
     hs_audit_record_t rec;
     int64_t brand_id = 0;
     uint8_t h[32];
     if (hs_audit_row_parse(recs, i, &rec, &brand_id) != HS_OK ||
-        hs_audit_record_hash(&rec, h) != HS_OK) {
+        hs_audit_record_hash(&rec, &scratch, h) != HS_OK) {
+      hs_buf_free(&scratch);
       free(chains);
       hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error", "a record could not be read");
       schedule(s, s->interval_ms);
@@ -303,6 +352,7 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     c->grew = true;
     s->sealed++;
   }
+  hs_buf_free(&scratch);
   s->more = n_recs == ROUND_MAX;
   s->through = s->more ? hs_audit_be64(PQgetvalue(recs, n_recs - 1, 0)) : s->fence;
   write_round(s, chains, n);
@@ -342,6 +392,8 @@ static void on_timer(uv_timer_t *t) {
   hs_sealer_t *s = t->data;
   if (s->phase == IDLE) {
     start_probe(s);
+  } else if (s->phase == WAITING) {
+    start_wait(s);
   }
 }
 

@@ -3,9 +3,9 @@
  *
  * A round:
  *   1. probe: is there anything past the sealed horizon? (cheap, no lock)
- *   2. fence: LOCK validation_records IN SHARE MODE for an instant and read the id sequence.
- *      The lock waits for every transaction that is inserting records, so every id up to the
- *      value read is final (committed, or never to exist). Writers pause for that instant only.
+ *   2. fence: read the id sequence, then take an xid; wait (polling, never locking) until every
+ *      transaction with a smaller xid has finished. Every id up to the value read is then final
+ *      (committed, or never to exist): writers never wait for the sealer.
  *   3. read the records past the horizon up to that id, in id order, with each brand's latest
  *      checkpoint; hash and chain them; sign one checkpoint per brand that grew.
  *   4. write the checkpoints and move the horizon with a compare-and-set. Sealers on other nodes

@@ -30,6 +30,7 @@ typedef struct vstate {
   int64_t first_after_cp; /* the first position after it */
   bool ended;             /* the last line was a checkpoint at the promised end */
   hs_arena_t arena;
+  hs_buf_t scratch; /* the canonical encoding of the record being hashed */
 } vstate_t;
 
 static int failf(vstate_t *v, const char *kind, int64_t position, int64_t id, const char *fmt, ...)
@@ -266,7 +267,7 @@ static int do_record(vstate_t *v, json_t *o) {
     r.errors_len = errors.len;
     r.documents = d_null ? NULL : docs.data;
     r.documents_len = docs.len;
-    if (hs_audit_record_hash(&r, h) != HS_OK) {
+    if (hs_audit_record_hash(&r, &v->scratch, h) != HS_OK) {
       result = failf(v, "malformed", pos, id, "out of memory hashing the record");
     } else if (!same(h, claimed)) {
       result = failf(v, "changed", pos, id,
@@ -404,6 +405,7 @@ int hs_audit_verify(FILE *f, const uint8_t pub[32], hs_audit_verify_report_t *re
   rep->ok = true;
   vstate_t v = {.f = f, .pub = pub, .rep = rep};
   hs_arena_init(&v.arena, 0);
+  hs_buf_init(&v.scratch, 0);
   char *buf = NULL;
   size_t cap = 0;
   ssize_t n;
@@ -444,6 +446,7 @@ int hs_audit_verify(FILE *f, const uint8_t pub[32], hs_audit_verify_report_t *re
   bool read_error = ferror(f) != 0;
   free(buf);
   hs_arena_reset(&v.arena);
+  hs_buf_free(&v.scratch);
   if (read_error) {
     return hs_err_set(err, HS_EIO, "cannot read the export");
   }

@@ -9,6 +9,7 @@
 #ifndef HS_CODEC_CODEC_H
 #define HS_CODEC_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,6 +64,15 @@ int hs_codec_decode(hs_format_t fmt, const uint8_t *buf, size_t len, const hs_co
 int hs_msgpack_encode(const hs_value_t *v, hs_buf_t *out);
 int hs_json_encode(const hs_value_t *v, hs_buf_t *out);
 int hs_codec_encode(hs_format_t fmt, const hs_value_t *v, hs_buf_t *out);
+
+/* Appends the JSON of one msgpack object p[0..n) without building values: for re-encoding
+ * bytes this server wrote (stored records), where the value model's checks already ran once.
+ * When the object is a map and drop is not NULL, members whose key drop(ctx, key, len) accepts
+ * are left out. Strings are checked as hs_json_put_string does. On failure (HS_EINVAL malformed
+ * or trailing bytes, HS_EUNSUPPORTED an ext type or a non-string key, HS_ELIMIT nesting past
+ * HS_CODEC_MAX_ENCODE_DEPTH) out is as it was. */
+int hs_msgpack_to_json(const uint8_t *p, size_t n, hs_buf_t *out,
+                       bool (*drop)(void *ctx, const char *key, size_t len), void *ctx);
 
 /* Appends s[0..n) as a JSON string literal (quoted, escaped). HS_EINVAL when it is not valid
  * UTF-8: nothing a peer sent can make the JSON invalid. */

@@ -384,6 +384,24 @@ int hs_json_decode(const char *buf, size_t len, const hs_codec_limits_t *lim, hs
 /* --- encoding ---------------------------------------------------------------------------- */
 
 int hs_json_put_string(hs_buf_t *out, const char *p, size_t n) {
+  /* Most strings (ids, names, hex digests) are printable ASCII with nothing to escape: copied
+   * in one go. */
+  size_t plain = 0;
+  while (plain < n && (unsigned char)p[plain] >= 0x20 && (unsigned char)p[plain] < 0x7f &&
+         p[plain] != '"' && p[plain] != '\\') {
+    plain++;
+  }
+  if (plain == n) {
+    int rc = hs_buf_reserve(out, n + 2);
+    if (rc == HS_OK) {
+      uint8_t *o = out->data + out->len;
+      o[0] = '"';
+      memcpy(o + 1, p, n);
+      o[n + 1] = '"';
+      out->len += n + 2;
+    }
+    return rc;
+  }
   if (hs_utf8_check((const uint8_t *)p, n) != n) {
     return HS_EINVAL;
   }
@@ -437,6 +455,20 @@ int hs_json_put_string(hs_buf_t *out, const char *p, size_t n) {
   return rc;
 }
 
+/* Decimal digits without printf: exports write millions of integers. */
+static int put_uint(hs_buf_t *out, uint64_t u, bool negative) {
+  char tmp[24];
+  size_t i = sizeof tmp;
+  do {
+    tmp[--i] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (negative) {
+    tmp[--i] = '-';
+  }
+  return hs_buf_append(out, tmp + i, sizeof tmp - i);
+}
+
 /* The fewest significant digits that read back as the same double (%.17g always does), so 0.1
  * is written "0.1" and not "0.10000000000000001". */
 static int put_float(hs_buf_t *out, double f) {
@@ -483,9 +515,9 @@ static int encode(const hs_value_t *v, hs_buf_t *out, unsigned depth) {
     case HS_V_BOOL:
       return v->as.b ? hs_buf_append(out, "true", 4) : hs_buf_append(out, "false", 5);
     case HS_V_INT:
-      return hs_buf_printf(out, "%lld", (long long)v->as.i);
+      return put_uint(out, v->as.i < 0 ? 0 - (uint64_t)v->as.i : (uint64_t)v->as.i, v->as.i < 0);
     case HS_V_UINT:
-      return hs_buf_printf(out, "%llu", (unsigned long long)v->as.u);
+      return put_uint(out, v->as.u, false);
     case HS_V_FLOAT:
       return put_float(out, v->as.f);
     case HS_V_STR:
@@ -535,4 +567,256 @@ static int encode(const hs_value_t *v, hs_buf_t *out, unsigned depth) {
 
 int hs_json_encode(const hs_value_t *v, hs_buf_t *out) {
   return encode(v, out, 0);
+}
+
+/* ------------------------------------------------------------ msgpack straight to JSON */
+
+typedef struct mp_reader {
+  const uint8_t *p, *end;
+} mp_reader_t;
+
+static bool mp_take(mp_reader_t *r, size_t n, const uint8_t **out) {
+  if ((size_t)(r->end - r->p) < n) {
+    return false;
+  }
+  *out = r->p;
+  r->p += n;
+  return true;
+}
+
+static uint64_t mp_be(const uint8_t *p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++) {
+    v = (v << 8) | p[i];
+  }
+  return v;
+}
+
+/* Reads a length of n bytes (n 0: none). */
+static bool mp_len(mp_reader_t *r, size_t n, size_t *len) {
+  const uint8_t *b;
+  if (!mp_take(r, n, &b)) {
+    return false;
+  }
+  *len = (size_t)mp_be(b, n);
+  return true;
+}
+
+static int mp_str(mp_reader_t *r, size_t len, hs_buf_t *out) {
+  const uint8_t *s;
+  if (!mp_take(r, len, &s)) {
+    return HS_EINVAL;
+  }
+  return hs_json_put_string(out, (const char *)s, len);
+}
+
+static int mp_value(mp_reader_t *r, hs_buf_t *out, unsigned depth);
+
+static int mp_array(mp_reader_t *r, size_t n, hs_buf_t *out, unsigned depth) {
+  int rc = hs_buf_append(out, "[", 1);
+  for (size_t i = 0; rc == HS_OK && i < n; i++) {
+    if (i > 0) {
+      rc = hs_buf_append(out, ",", 1);
+    }
+    if (rc == HS_OK) {
+      rc = mp_value(r, out, depth + 1);
+    }
+  }
+  return rc == HS_OK ? hs_buf_append(out, "]", 1) : rc;
+}
+
+/* A map's key: msgpack strings only, as the value model has it. */
+static int mp_key(mp_reader_t *r, hs_buf_t *out, const char **key, size_t *klen) {
+  const uint8_t *b;
+  size_t len = 0;
+  if (!mp_take(r, 1, &b)) {
+    return HS_EINVAL;
+  }
+  if ((*b & 0xe0) == 0xa0) {
+    len = *b & 0x1f;
+  } else if (*b < 0xd9 || *b > 0xdb || !mp_len(r, (size_t)1 << (*b - 0xd9), &len)) {
+    return HS_EUNSUPPORTED;
+  }
+  const uint8_t *s;
+  if (!mp_take(r, len, &s)) {
+    return HS_EINVAL;
+  }
+  *key = (const char *)s;
+  *klen = len;
+  (void)out;
+  return HS_OK;
+}
+
+static int mp_map(mp_reader_t *r, size_t n, hs_buf_t *out, unsigned depth,
+                  bool (*drop)(void *, const char *, size_t), void *ctx) {
+  int rc = hs_buf_append(out, "{", 1);
+  bool first = true;
+  for (size_t i = 0; rc == HS_OK && i < n; i++) {
+    const char *k;
+    size_t kl;
+    rc = mp_key(r, out, &k, &kl);
+    if (rc != HS_OK) {
+      break;
+    }
+    if (drop != NULL && drop(ctx, k, kl)) {
+      /* Skipped: its value is read into a scratch buffer and discarded. */
+      hs_buf_t skip;
+      hs_buf_init(&skip, 0);
+      rc = mp_value(r, &skip, depth + 1);
+      hs_buf_free(&skip);
+      continue;
+    }
+    if (!first) {
+      rc = hs_buf_append(out, ",", 1);
+    }
+    first = false;
+    if (rc == HS_OK) {
+      rc = hs_json_put_string(out, k, kl);
+    }
+    if (rc == HS_OK) {
+      rc = hs_buf_append(out, ":", 1);
+    }
+    if (rc == HS_OK) {
+      rc = mp_value(r, out, depth + 1);
+    }
+  }
+  return rc == HS_OK ? hs_buf_append(out, "}", 1) : rc;
+}
+
+static int mp_value(mp_reader_t *r, hs_buf_t *out, unsigned depth) {
+  const uint8_t *b;
+  if (depth > HS_CODEC_MAX_ENCODE_DEPTH) {
+    return HS_ELIMIT;
+  }
+  if (!mp_take(r, 1, &b)) {
+    return HS_EINVAL;
+  }
+  uint8_t t = *b;
+  size_t len = 0;
+  if (t <= 0x7f) {
+    return put_uint(out, t, false);
+  }
+  if (t >= 0xe0) {
+    return put_uint(out, (uint64_t)(0x100 - t), true);
+  }
+  if ((t & 0xe0) == 0xa0) {
+    return mp_str(r, t & 0x1f, out);
+  }
+  if ((t & 0xf0) == 0x90) {
+    return mp_array(r, t & 0x0f, out, depth);
+  }
+  if ((t & 0xf0) == 0x80) {
+    return mp_map(r, t & 0x0f, out, depth, NULL, NULL);
+  }
+  switch (t) {
+    case 0xc0:
+      return hs_buf_append(out, "null", 4);
+    case 0xc2:
+      return hs_buf_append(out, "false", 5);
+    case 0xc3:
+      return hs_buf_append(out, "true", 4);
+    case 0xc4:
+    case 0xc5:
+    case 0xc6: {
+      const uint8_t *bin;
+      if (!mp_len(r, (size_t)1 << (t - 0xc4), &len) || !mp_take(r, len, &bin)) {
+        return HS_EINVAL;
+      }
+      return put_bin(out, bin, len);
+    }
+    case 0xca:
+    case 0xcb: {
+      size_t n = t == 0xca ? 4 : 8;
+      if (!mp_take(r, n, &b)) {
+        return HS_EINVAL;
+      }
+      uint64_t bits = mp_be(b, n);
+      double f;
+      if (n == 4) {
+        uint32_t u32 = (uint32_t)bits;
+        float f32;
+        memcpy(&f32, &u32, 4);
+        f = f32;
+      } else {
+        memcpy(&f, &bits, 8);
+      }
+      return put_float(out, f);
+    }
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf: {
+      size_t n = (size_t)1 << (t - 0xcc);
+      if (!mp_take(r, n, &b)) {
+        return HS_EINVAL;
+      }
+      return put_uint(out, mp_be(b, n), false);
+    }
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
+      size_t n = (size_t)1 << (t - 0xd0);
+      if (!mp_take(r, n, &b)) {
+        return HS_EINVAL;
+      }
+      uint64_t u = mp_be(b, n);
+      if (n < 8 && (u >> (8 * n - 1)) != 0) {
+        u |= ~(uint64_t)0 << (8 * n); /* sign-extend */
+      }
+      int64_t i = (int64_t)u;
+      return put_uint(out, i < 0 ? 0 - (uint64_t)i : (uint64_t)i, i < 0);
+    }
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+      if (!mp_len(r, (size_t)1 << (t - 0xd9), &len)) {
+        return HS_EINVAL;
+      }
+      return mp_str(r, len, out);
+    case 0xdc:
+    case 0xdd:
+      if (!mp_len(r, t == 0xdc ? 2 : 4, &len)) {
+        return HS_EINVAL;
+      }
+      return mp_array(r, len, out, depth);
+    case 0xde:
+    case 0xdf:
+      if (!mp_len(r, t == 0xde ? 2 : 4, &len)) {
+        return HS_EINVAL;
+      }
+      return mp_map(r, len, out, depth, NULL, NULL);
+    default:
+      return HS_EUNSUPPORTED; /* ext types, and 0xc1, which msgpack never uses */
+  }
+}
+
+int hs_msgpack_to_json(const uint8_t *p, size_t n, hs_buf_t *out,
+                       bool (*drop)(void *ctx, const char *key, size_t len), void *ctx) {
+  mp_reader_t r = {.p = p, .end = p + n};
+  size_t start = out->len;
+  int rc;
+  const uint8_t *b = p;
+  if (drop != NULL && n > 0 && ((*b & 0xf0) == 0x80 || *b == 0xde || *b == 0xdf)) {
+    size_t len = 0;
+    r.p++;
+    if ((*b & 0xf0) == 0x80) {
+      len = *b & 0x0f;
+      rc = HS_OK;
+    } else {
+      rc = mp_len(&r, *b == 0xde ? 2 : 4, &len) ? HS_OK : HS_EINVAL;
+    }
+    if (rc == HS_OK) {
+      rc = mp_map(&r, len, out, 0, drop, ctx);
+    }
+  } else {
+    rc = mp_value(&r, out, 0);
+  }
+  if (rc == HS_OK && r.p != r.end) {
+    rc = HS_EINVAL; /* trailing bytes */
+  }
+  if (rc != HS_OK) {
+    out->len = start;
+  }
+  return rc;
 }

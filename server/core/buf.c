@@ -41,7 +41,7 @@ int hs_buf_reserve(hs_buf_t *b, size_t n) {
   return HS_OK;
 }
 
-int hs_buf_append(hs_buf_t *b, const void *p, size_t n) {
+int hs_buf_append_grow(hs_buf_t *b, const void *p, size_t n) {
   if (n == 0) {
     return HS_OK;
   }

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct hs_buf {
   uint8_t *data; /* owned: malloc'd, NULL while empty */
@@ -15,8 +16,20 @@ typedef struct hs_buf {
 
 void hs_buf_init(hs_buf_t *b, size_t limit);
 
-/* Appends n bytes. Returns HS_OK, HS_ELIMIT (over the limit: nothing appended) or HS_ENOMEM. */
-int hs_buf_append(hs_buf_t *b, const void *p, size_t n);
+/* The general case of hs_buf_append: grows the buffer first. */
+int hs_buf_append_grow(hs_buf_t *b, const void *p, size_t n);
+
+/* Appends n bytes. Returns HS_OK, HS_ELIMIT (over the limit: nothing appended) or HS_ENOMEM.
+ * Inline: encoders append a few bytes at a time, millions of times per export, and the room is
+ * almost always there already. */
+static inline int hs_buf_append(hs_buf_t *b, const void *p, size_t n) {
+  if (n != 0 && n <= b->cap - b->len && (b->limit == 0 || n <= b->limit - b->len)) {
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+  }
+  return hs_buf_append_grow(b, p, n);
+}
 
 /* Appends a NUL-terminated string (without its NUL). */
 int hs_buf_puts(hs_buf_t *b, const char *s);

@@ -1,8 +1,11 @@
+/* SHA256(): see hs_sha256. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "core/ids.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -42,20 +45,24 @@ int hs_random_u64(uint64_t *out) {
   return RAND_bytes((unsigned char *)out, sizeof *out) == 1 ? HS_OK : HS_EIO;
 }
 
+/* OpenSSL 3's EVP digests look the algorithm up in the provider tables (locks, a hash table)
+ * and allocate and wipe a context on every call, and its one-shot SHA256() goes through the
+ * same path: for the 64 to 500 bytes hashed per completion and per exported record that costs
+ * several times the hashing itself. The SHA256_* functions hash directly on the stack; they
+ * are deprecated only in favour of EVP, not unsafe. */
 void hs_sha256(const void *p, size_t n, uint8_t out[32]) {
-  unsigned int len = 32;
-  EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  SHA256_Update(&c, p, n);
+  SHA256_Final(out, &c);
 }
 
 void hs_sha256_2(const void *p1, size_t n1, const void *p2, size_t n2, uint8_t out[32]) {
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  unsigned int len = 32;
-  if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
-      EVP_DigestUpdate(ctx, p1, n1) != 1 || EVP_DigestUpdate(ctx, p2, n2) != 1 ||
-      EVP_DigestFinal_ex(ctx, out, &len) != 1) {
-    memset(out, 0, 32); /* only on allocation failure; the digest then matches nothing real */
-  }
-  EVP_MD_CTX_free(ctx);
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  SHA256_Update(&c, p1, n1);
+  SHA256_Update(&c, p2, n2);
+  SHA256_Final(out, &c);
 }
 
 void hs_hex(const uint8_t *p, size_t n, char *out) {

@@ -459,5 +459,7 @@ int hs_db_exec(hs_db_pool_t *p, const hs_db_stmt_t *stmts, size_t n, hs_db_done_
 }
 
 void hs_db_job_cancel(hs_db_job_t *job) {
-  job->cb = NULL;
+  if (job != NULL) {
+    job->cb = NULL;
+  }
 }

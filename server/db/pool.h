@@ -64,7 +64,7 @@ int hs_db_exec(hs_db_pool_t *pool, const hs_db_stmt_t *stmts, size_t n, hs_db_do
                hs_db_job_t **job);
 
 /* The caller no longer wants the result (its stream was reset): cb will not be called. The
- * statements still run; a transaction already sent cannot be recalled. */
+ * statements still run; a transaction already sent cannot be recalled. NULL is ignored. */
 void hs_db_job_cancel(hs_db_job_t *job);
 
 #endif

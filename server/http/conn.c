@@ -690,6 +690,8 @@ int hs_req_stream_start_h(hs_req_t *req, int status, const char *content_type,
   return rc;
 }
 
+static void stream_written(hs_stream_t *st, size_t n);
+
 int hs_req_stream_write(hs_req_t *req, const void *p, size_t n) {
   hs_stream_t *st = stream_of(req);
   hs_conn_t *c = st->conn;
@@ -704,13 +706,47 @@ int hs_req_stream_write(hs_req_t *req, const void *p, size_t n) {
   if (rc != HS_OK) {
     return rc;
   }
+  stream_written(st, n);
+  return HS_OK;
+}
+
+int hs_req_stream_write_buf(hs_req_t *req, hs_buf_t *b) {
+  hs_stream_t *st = stream_of(req);
+  hs_conn_t *c = st->conn;
+  if (!st->answered || st->body_done) {
+    return HS_ECONFLICT;
+  }
+  if (st->out.len - st->out_off >= c->worker->config->stream_outbuf) {
+    st->want_drain = true;
+    return HS_ELIMIT;
+  }
+  size_t n = b->len;
+  if (st->out.len == st->out_off) {
+    /* Nothing is waiting: take the caller's buffer as it is and hand back ours. */
+    hs_buf_t mine = st->out;
+    mine.len = 0;
+    st->out = *b;
+    st->out_off = 0;
+    *b = mine;
+  } else {
+    int rc = hs_buf_append(&st->out, b->data, b->len);
+    if (rc != HS_OK) {
+      return rc;
+    }
+    b->len = 0;
+  }
+  stream_written(st, n);
+  return HS_OK;
+}
+
+static void stream_written(hs_stream_t *st, size_t n) {
+  hs_conn_t *c = st->conn;
   c->streams_buffered += n;
   if (st->deferred) {
     st->deferred = false;
     nghttp2_session_resume_data(c->h2, st->id);
   }
   conn_want_flush(c);
-  return HS_OK;
 }
 
 size_t hs_req_stream_buffered(const hs_req_t *req) {

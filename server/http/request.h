@@ -100,6 +100,10 @@ int hs_req_stream_start_h(hs_req_t *req, int status, const char *content_type,
  * already buffers config.stream_outbuf bytes: the producer waits for on_drain. */
 int hs_req_stream_write(hs_req_t *req, const void *p, size_t n);
 
+/* The same for a whole buffer, without copying it when nothing else is queued: the stream
+ * takes b's bytes (b is left empty, possibly holding another allocation to reuse). For
+ * producers of large bodies, whose every byte would otherwise be copied once more. */
+int hs_req_stream_write_buf(hs_req_t *req, hs_buf_t *b);
 /* Bytes queued on the stream and not yet handed to HTTP/2. */
 size_t hs_req_stream_buffered(const hs_req_t *req);
 

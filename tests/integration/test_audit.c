@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ static hs_test_server_t g_a, g_b;
 static PGconn *g_db;
 static char g_key_path[HS_TEST_PATH_MAX];
 static uint8_t g_pub[32];
+static char g_brand[65]; /* the brand of the export test, shared with the tamper test */
 
 /* A customer step with a pii phone number and a rule that rejects n = 7, then a consent that
  * acknowledges a versioned document. */
@@ -51,16 +53,6 @@ static const char VISIT[] =
     "                             required = true } } }\n"
     "  end,\n"
     "}\n";
-
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
 
 static void call(hs_api_t *c, const char *role, const char *method, const char *path,
                  const char *body, hs_api_resp_t *r) {
@@ -99,6 +91,49 @@ static int visit(hs_api_t *c, const char *phone, const char *note, char id[40]) 
   }
   hs_api_resp_free(&r);
   return 3;
+}
+
+/* One contractor of the burst: visits without pause on one server. */
+enum { BURST_THREADS = 6, BURST_VISITS = 20 };
+typedef struct burst {
+  int port;
+  int index;
+  int attempts;
+  bool failed;
+  char why[256];
+} burst_t;
+
+static void *burst_main(void *arg) {
+  burst_t *b = arg;
+  char subject[32];
+  snprintf(subject, sizeof subject, "burst-%d", b->index);
+  hs_api_t c;
+  hs_api_init(&c, b->port, g_brand, subject);
+  hs_api_resp_t r;
+  hs_api_resp_init(&r);
+  for (int v = 0; v < BURST_VISITS && !b->failed; v++) {
+    char id[40], path[128];
+    int64_t seq = 0;
+    if (hs_api_start(&c, "visit", NULL, id, &seq) != 201) {
+      snprintf(b->why, sizeof b->why, "start failed");
+      b->failed = true;
+      break;
+    }
+    hs_api_step_path(path, sizeof path, id, 1);
+    const char *bodies[] = {"{\"data\":{\"phone\":\"555\",\"n\":7}}",
+                            "{\"data\":{\"phone\":\"555\",\"n\":2}}"};
+    int want[] = {422, 200};
+    for (int k = 0; k < 2 && !b->failed; k++) {
+      if (hs_api_call(&c, "contractor", "POST", path, bodies[k], &r) != 0 || r.status != want[k]) {
+        snprintf(b->why, sizeof b->why, "step 1 answered %d", r.status);
+        b->failed = true;
+      }
+      b->attempts++;
+    }
+  }
+  hs_api_resp_free(&r);
+  hs_api_close(&c);
+  return NULL;
 }
 
 /* Waits until the brand's latest checkpoint covers `want` records. */
@@ -184,7 +219,6 @@ static void load_public_key(hs_api_t *c) {
 /* ---- the tests ---- */
 
 /* Both servers write at once; every attempt is a record, sealed once, in one chain. */
-static char g_brand[65];
 static char *g_full; /* the compliance export, shared with the tamper test */
 static int64_t g_total;
 
@@ -205,10 +239,27 @@ static void test_export_verifies(void **state) {
     }
   }
   total += visit(&eq, "555-0199", "-2+3", id);
+  /* Then a burst: several contractors at once on both servers, so that batches of records
+   * commit concurrently and out of id order while the sealers run. */
+  burst_t burst[BURST_THREADS];
+  pthread_t th[BURST_THREADS];
+  for (int i = 0; i < BURST_THREADS; i++) {
+    burst[i] = (burst_t){.port = i % 2 ? g_b.port : g_a.port, .index = i};
+    assert_int_equal(pthread_create(&th[i], NULL, burst_main, &burst[i]), 0);
+  }
+  for (int i = 0; i < BURST_THREADS; i++) {
+    pthread_join(th[i], NULL);
+    if (burst[i].failed) {
+      fail_msg("a burst visit failed: %s", burst[i].why);
+    }
+    total += burst[i].attempts;
+  }
   g_total = total;
   load_public_key(&a);
   wait_sealed(&a, total);
-  say("%lld attempts through two servers were sealed into one chain", (long long)total);
+  hs_test_say("%lld attempts through two servers, %d contractors at once, were sealed into one "
+              "chain, each exactly once",
+              (long long)total, BURST_THREADS);
 
   g_full = export(&a, "compliance", "", NULL);
   hs_audit_verify_report_t rep;
@@ -221,8 +272,8 @@ static void test_export_verifies(void **state) {
   assert_non_null(strstr(g_full, "\"result\":\"rejected\""));
   assert_non_null(strstr(g_full, "\"errors\":{\"n\":\"Seven is not allowed\"}"));
   assert_non_null(strstr(g_full, "\"phone\":\"555-0100\""));
-  say("the full export verifies: %lld records, %lld checkpoints", (long long)rep.records,
-      (long long)rep.checkpoints);
+  hs_test_say("the full export verifies: %lld records, %lld checkpoints", (long long)rep.records,
+              (long long)rep.checkpoints);
 
   /* The ack names the document and the hash of its declared content. */
   uint8_t canon[256];
@@ -247,7 +298,7 @@ static void test_export_verifies(void **state) {
   if (strstr(g_full, want) == NULL) {
     fail_msg("the consent records do not name the document as %s", want);
   }
-  say("an ack's record names the document, its version and the hash of its content");
+  hs_test_say("an ack's record names the document, its version and the hash of its content");
 
   /* An admin sees pii only as redacted, and the export still verifies. */
   char *admin = export(&a, "admin", "", NULL);
@@ -256,7 +307,7 @@ static void test_export_verifies(void **state) {
   assert_non_null(strstr(admin, "\"redacted\":[\"phone\"]"));
   assert_true(rep.redacted > 0);
   free(admin);
-  say("an admin's export redacts pii (%lld records) and verifies", (long long)rep.redacted);
+  hs_test_say("an admin's export redacts pii (%lld records) and verifies", (long long)rep.redacted);
 
   /* A filter leaves the other records as hashes: still one verifiable chain. */
   char q[128];
@@ -268,9 +319,9 @@ static void test_export_verifies(void **state) {
   free(one);
   char *rej = export(&a, "compliance", "result=rejected", NULL);
   must_verify(rej, &rep, "the rejected-only export");
-  assert_int_equal(rep.records, 13);
+  assert_int_equal(rep.records, 13 + BURST_THREADS * BURST_VISITS);
   free(rej);
-  say("filtered exports (one session; rejected only) verify with the rest elided");
+  hs_test_say("filtered exports (one session; rejected only) verify with the rest elided");
 
   /* CSV: a contractor id that a spreadsheet would run as a formula is defused. */
   char *csv = export(&a, "compliance", "format=csv", NULL);
@@ -282,7 +333,7 @@ static void test_export_verifies(void **state) {
   }
   assert_int_equal(lines, (size_t)total + 1);
   free(csv);
-  say("the CSV export has a row per record and defuses formula cells");
+  hs_test_say("the CSV export has a row per record and defuses formula cells");
 
   hs_api_resp_t r;
   hs_api_resp_init(&r);
@@ -293,7 +344,7 @@ static void test_export_verifies(void **state) {
   call(&a, "compliance", "GET", "/v1/audit?sesion=x", NULL, &r);
   assert_int_equal(r.status, 400);
   hs_api_resp_free(&r);
-  say("a contractor may not export; a bad time or a misspelt filter is a 400");
+  hs_test_say("a contractor may not export; a bad time or a misspelt filter is a 400");
 
   /* The key's file is the one the servers sign with, and the CLI agrees. */
   char cmd[HS_TEST_PATH_MAX * 8];
@@ -307,7 +358,7 @@ static void test_export_verifies(void **state) {
            path, g_key_path);
   int st = system(cmd);
   assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-  say("handsel verify FILE --key PRIVATE-OR-PUBLIC-KEY-FILE exits 0 on the export");
+  hs_test_say("handsel verify FILE --key PRIVATE-OR-PUBLIC-KEY-FILE exits 0 on the export");
 
   /* `handsel export` with a compliance officer's token writes the same export to a file. */
   hs_auth_token_t tok;
@@ -329,7 +380,7 @@ static void test_export_verifies(void **state) {
   unlink(path);
   assert_true(rep.ok);
   assert_int_equal(rep.records, total);
-  say("handsel export -o FILE with a compliance token writes an export that verifies");
+  hs_test_say("handsel export -o FILE with a compliance token writes an export that verifies");
   hs_api_close(&a);
   hs_api_close(&b);
   hs_api_close(&eq);
@@ -354,7 +405,7 @@ static void test_records_are_append_only(void **state) {
   }
   long long after = hs_test_db_scalar(g_db, "SELECT count(*) FROM validation_records", 0, NULL);
   assert_int_equal(before, after);
-  say("UPDATE, DELETE and TRUNCATE of records and checkpoints are refused");
+  hs_test_say("UPDATE, DELETE and TRUNCATE of records and checkpoints are refused");
 }
 
 /* ---- the tamperer ---- */
@@ -551,9 +602,9 @@ static void test_tampering_is_caught(void **state) {
   free(text);
   free_lines(&t);
   free_lines(&base);
-  say("400 random tamperings (%d changed, %d removed, %d inserted, %d reordered) were all "
-      "caught and named, and so was a missing final checkpoint",
-      counts[0], counts[1], counts[2], counts[3]);
+  hs_test_say("400 random tamperings (%d changed, %d removed, %d inserted, %d reordered) were all "
+              "caught and named, and so was a missing final checkpoint",
+              counts[0], counts[1], counts[2], counts[3]);
 }
 
 /* ---- set-up ---- */

@@ -66,16 +66,6 @@ static int start_server(void) {
   return 0;
 }
 
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
-
 static void post(hs_api_t *c, const char *id, int seq, const char *body, int want,
                  const char *what) {
   char path[160];
@@ -204,7 +194,8 @@ static void test_faithful_record_matches(void **state) {
     fail_msg("expected eight matching lines (the start and seven attempts):\n%s", out);
   }
   expect_in(out, "7 attempts (3 accepted, 4 rejected): every one follows", "the summary");
-  say("a session of 7 attempts (4 rejected: field rule, validate, evidence, required) audits "
+  hs_test_say(
+      "a session of 7 attempts (4 rejected: field rule, validate, evidence, required) audits "
       "clean, exit 0, with the server stopped");
 
   /* The same session named with another brand is not found. */
@@ -215,7 +206,7 @@ static void test_faithful_record_matches(void **state) {
     fail_msg("another brand's session: expected exit 2 and \"there is no session\", got %d:\n%s",
              rc, out);
   }
-  say("--brand of another brand: exit 2, \"there is no session\"");
+  hs_test_say("--brand of another brand: exit 2, \"there is no session\"");
   if (start_server() != 0) {
     fail_msg("the server did not start again");
   }
@@ -248,7 +239,7 @@ static void test_forged_record_is_named(void **state) {
   expect_in(out, "seq 3 done: accepted, matches", "the real attempt after the forged one");
   expect_in(out, "1 finding", "the summary");
   expect_in(out, "at seq 3 done", "the summary names the attempt");
-  say("a forged rejection of seq 3: exit 1, that attempt named, the others still match");
+  hs_test_say("a forged rejection of seq 3: exit 1, that attempt named, the others still match");
 }
 
 /* A copy of the session pinned to a script whose validate function differs: the attempt whose
@@ -295,7 +286,7 @@ static void test_changed_script_is_named(void **state) {
   expect_in(out, "start: the recorded start events differ from the script's: events[0].session",
             "the start names the first member that differs");
   expect_in(out, "seq 3 done: rejected (ok: ", "a later attempt");
-  say("the same record under a changed validate: exit 1, seq 1's rejection named");
+  hs_test_say("the same record under a changed validate: exit 1, seq 1's rejection named");
 }
 
 /* A server that rebuilt a session from its record forgot the draws the rejected attempts before
@@ -324,7 +315,7 @@ static void test_rebuilt_session_follows(void **state) {
   }
   expect_in(out, "seq 1 count: accepted, matches (by a copy rebuilt from the record",
             "the attempt made on a rebuilt copy");
-  say("an attempt made on a copy the server rebuilt after an eviction follows: exit 0");
+  hs_test_say("an attempt made on a copy the server rebuilt after an eviction follows: exit 0");
 }
 
 static void test_unknown_session(void **state) {
@@ -348,7 +339,8 @@ static void test_unknown_session(void **state) {
   if (rc != 0 || strstr(out, "handsel audit replay SESSION") == NULL) {
     fail_msg("handsel help audit: expected exit 0 and the usage, got %d:\n%s", rc, out);
   }
-  say("unknown session, malformed id, unknown action: exit 2 with a message; help audit: 0");
+  hs_test_say(
+      "unknown session, malformed id, unknown action: exit 2 with a message; help audit: 0");
 }
 
 int main(void) {

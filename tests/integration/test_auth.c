@@ -34,16 +34,6 @@ static char g_solar[16384]; /* processes/solar-consult.lua */
 
 /* ---- helpers ---- */
 
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
-
 static void env_db(char *out, size_t cap) {
   snprintf(out, cap, "HANDSEL_DB=%s", hs_test_db_must());
 }
@@ -511,7 +501,8 @@ static void test_route_table(void **state) {
   if (failures > 0) {
     fail_msg("%d cells break the rules; the first: %s", failures, first_fail);
   }
-  say("%zu routes x %d credentials: 401 for every invalid credential (WWW-Authenticate: Bearer), "
+  hs_test_say(
+      "%zu routes x %d credentials: 401 for every invalid credential (WWW-Authenticate: Bearer), "
       "403 for a wrong role, 404 for brand B exactly as for nothing, 2xx otherwise",
       N_ROUTES, N_COLS);
 
@@ -527,7 +518,7 @@ static void test_route_table(void **state) {
   assert_string_equal(version_b, fx.version);
   hs_auth_close(&contractor_b);
   hs_auth_close(&author_b);
-  say("brand B uploading A's bytes and deploying A's source gets 201 (new), not 200");
+  hs_test_say("brand B uploading A's bytes and deploying A's source gets 201 (new), not 200");
 }
 
 /* ---- 2. revocation across nodes ---- */
@@ -630,7 +621,8 @@ static void test_revocation_across_nodes(void **state) {
   bool first_b = false, first_a = false;
   long long ms_b = await_revoked(on_b, N_CONNS, t0, 1000, "node B after DELETE on A", &first_b);
   long long ms_a = await_revoked(on_a, N_CONNS, t0, 1000, "node A after DELETE on A", &first_a);
-  say("DELETE on node A: every connection got 401 on node B within %lld ms (the first request "
+  hs_test_say(
+      "DELETE on node A: every connection got 401 on node B within %lld ms (the first request "
       "already: %s) and on node A within %lld ms (first: %s)",
       ms_b, first_b ? "yes" : "no", ms_a, first_a ? "yes" : "no");
   call(&adm, "DELETE", path, NULL, NULL, 0, &r);
@@ -649,13 +641,14 @@ static void test_revocation_across_nodes(void **state) {
   t0 = hs_test_now_ms();
   ms_a = await_revoked(on_a, N_CONNS, t0, 1000, "node A after handsel token revoke", &first_a);
   ms_b = await_revoked(on_b, N_CONNS, t0, 1000, "node B after handsel token revoke", &first_b);
-  say("handsel token revoke: 401 on node A within %lld ms (first: %s), on node B within %lld ms "
+  hs_test_say(
+      "handsel token revoke: 401 on node A within %lld ms (first: %s), on node B within %lld ms "
       "(first: %s)",
       ms_a, first_a ? "yes" : "no", ms_b, first_b ? "yes" : "no");
 
   /* The other token still works everywhere. */
   warm(keep_cl, 2 * N_CONNS, "another token after both revocations");
-  say("a token not revoked still works on both nodes");
+  hs_test_say("a token not revoked still works on both nodes");
 
   hs_auth_resp_free(&r);
   hs_auth_close(&adm);
@@ -719,7 +712,8 @@ static void test_secret_stored_as_hash(void **state) {
   assert_string_not_equal(t1.id, t2.id);
   check_stored_as_hash(t1.id, t1.secret);
   check_stored_as_hash(t2.id, t2.secret);
-  say("handsel token create prints the secret once, alone on the last line; two tokens differ; "
+  hs_test_say(
+      "handsel token create prints the secret once, alone on the last line; two tokens differ; "
       "the table holds its SHA-256, never the secret");
 
   /* POST /v1/tokens: the answer is the only place the secret appears. */
@@ -756,7 +750,8 @@ static void test_secret_stored_as_hash(void **state) {
   bool logged = log != NULL && (strstr(log, secret + 4) != NULL || strstr(log, t1.secret + 4));
   free(log);
   assert_false(logged);
-  say("POST /v1/tokens answers the secret once; stored as its hash; token list and the server "
+  hs_test_say(
+      "POST /v1/tokens answers the secret once; stored as its hash; token list and the server "
       "log never show a secret");
   hs_auth_resp_free(&r);
   hs_auth_close(&adm);
@@ -803,7 +798,8 @@ static void test_contractor_own(void **state) {
   start_solar(&cl, id_lee, said, sizeof said);
   assert_string_equal(said, "Hi Bo, I'm Lee Chen with SunCo.");
   hs_auth_close(&cl);
-  say("greet says \"I'm <name>\" with the name of the token (CLI --name and POST /v1/tokens)");
+  hs_test_say(
+      "greet says \"I'm <name>\" with the name of the token (CLI --name and POST /v1/tokens)");
 
   /* Kim cannot reach Sam's session in any way, exactly as if it did not exist. */
   char nothing[37];
@@ -838,7 +834,8 @@ static void test_contractor_own(void **state) {
   const char *params[] = {id_sam};
   assert_int_equal(
       hs_test_db_scalar(g_db, "SELECT count(*) FROM feedback WHERE session_id = $1", 1, params), 0);
-  say("kim gets 404 for sam's session (GET, stream, complete, feedback), as for none; sam's "
+  hs_test_say(
+      "kim gets 404 for sam's session (GET, stream, complete, feedback), as for none; sam's "
       "session is untouched");
 
   /* Blobs: only the uploader among contractors; the admin reads every one of the brand. */
@@ -854,7 +851,7 @@ static void test_contractor_own(void **state) {
   check_error(&r, 404, "not_found", "kim reading sam's blob");
   call(&ad, "GET", path, NULL, NULL, 0, &r);
   check_status(&r, 200, "the admin reading sam's blob");
-  say("kim gets 404 for sam's blob; sam and the admin read it");
+  hs_test_say("kim gets 404 for sam's blob; sam and the admin read it");
 
   hs_auth_resp_free(&r);
   hs_auth_resp_free(&twin);

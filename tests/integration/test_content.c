@@ -25,16 +25,6 @@
 
 #define DEADLINE_MS 8000 /* "within seconds" */
 
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
-
 /* Item "a" always sells, "b" never does; a visit may still succeed on a good rating. */
 static const char PITCH_SOURCE[] =
     "return process {\n"
@@ -339,9 +329,10 @@ static void test_learns_reports_and_replays(void **state) {
     fail_msg("content stats: %s: %s", why, hs_api_body_text(&r));
   }
   HS_API_EXPECT_STR(r.v, "process", "pitch");
-  say("stats on the other node: a shown %ld, %ld successes; b shown %ld, %ld successes; "
-      "feedback %ld, %ld positive",
-      want[0].shown, want[0].successes, want[1].shown, want[1].successes, fb_count, fb_positive);
+  hs_test_say("stats on the other node: a shown %ld, %ld successes; b shown %ld, %ld successes; "
+              "feedback %ld, %ld positive",
+              want[0].shown, want[0].successes, want[1].shown, want[1].successes, fb_count,
+              fb_positive);
   b.json = true;
   must_call(&b, "admin", "GET", "/v1/content/stats?process=pitch", NULL, &r, 200);
   assert_true(strstr(r.content_type, "json") != NULL);
@@ -419,7 +410,7 @@ static void test_learns_reports_and_replays(void **state) {
   if (!learned) {
     fail_msg("node B still picks as if nothing was learned (last propensity %f)", last);
   }
-  say("node B favours a after %d visit(s): the pick had propensity %.3f", probes, last);
+  hs_test_say("node B favours a after %d visit(s): the pick had propensity %.3f", probes, last);
   {
     char id[40], pick[16];
     int64_t seq = 0;
@@ -452,7 +443,7 @@ static void test_learns_reports_and_replays(void **state) {
     must_call(&b, "contractor", "POST", path, "{\"data\": {\"sold\": false}}", &r, 200);
     HS_API_EXPECT_STR(r.v, "next.id", "rate");
   }
-  say("%d sessions rebuilt after a restart show the content they showed before", OPEN);
+  hs_test_say("%d sessions rebuilt after a restart show the content they showed before", OPEN);
   hs_api_resp_free(&r);
   hs_api_close(&a);
   hs_api_close(&b);

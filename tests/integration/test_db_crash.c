@@ -25,16 +25,6 @@
 #define N_THREADS  4
 #define CYCLES     2
 
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
-
 static void start_server(hs_test_server_t *s, const char *env_db) {
   const char *env[] = {env_db, "HANDSEL_DEV_AUTH=1", "HANDSEL_WORKERS=2", "HANDSEL_LOG_LEVEL=warn",
                        NULL};
@@ -104,7 +94,8 @@ static void test_kill9_under_load(void **state) {
       hs_test_server_dump_stderr(&srv, 3000);
       fail_msg("cycle %d after kill -9: %s", cycle, why);
     }
-    say("cycle %d: kill -9 after %d acknowledged completions (%d sessions, %d threads); %d "
+    hs_test_say(
+        "cycle %d: kill -9 after %d acknowledged completions (%d sessions, %d threads); %d "
         "requests were in flight without an answer. After a restart: all %lld acknowledged "
         "completions stored once with the bytes the client got and one accepted validation "
         "record; the last 5 of each session retried to the same bytes; %d of the unanswered "
@@ -124,7 +115,7 @@ static void test_kill9_under_load(void **state) {
     hs_test_server_dump_stderr(&srv, 4000);
     fail_msg("the restarted server did not exit cleanly on SIGTERM (status 0x%x)", status);
   }
-  say("the restarted server exits with status 0 on SIGTERM");
+  hs_test_say("the restarted server exits with status 0 on SIGTERM");
   hs_test_load_free(l);
   free(l);
   PQfinish(pg);

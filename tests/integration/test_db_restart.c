@@ -28,16 +28,6 @@
 #define OUTAGE_MS   2500
 #define RECOVERY_MS 10000 /* "requests succeed again within ~10 s" */
 
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
-
 typedef struct fixture {
   hs_test_pg_t pg;
   hs_test_server_t srv;
@@ -156,11 +146,11 @@ static void test_postgres_restart_under_load(void **state) {
     ready_up = readyz(f->srv.port);
   }
   long long ready_ms = hs_test_now_ms() - t_up;
-  say("%d completions before the stop; PostgreSQL down for %lld ms: %d answers 503, %d 200 "
-      "(committed before the stop took effect), /readyz 503; the first 200 came %lld ms "
-      "after PostgreSQL was back, then %d more; /readyz %d after %lld ms",
-      ok_at_stop, t_up - t_down, unavailable_during, ok_during, recovered_ms,
-      atomic_load(&l->ok) - ok_after, ready_up, ready_ms);
+  hs_test_say("%d completions before the stop; PostgreSQL down for %lld ms: %d answers 503, %d 200 "
+              "(committed before the stop took effect), /readyz 503; the first 200 came %lld ms "
+              "after PostgreSQL was back, then %d more; /readyz %d after %lld ms",
+              ok_at_stop, t_up - t_down, unavailable_during, ok_during, recovered_ms,
+              atomic_load(&l->ok) - ok_after, ready_up, ready_ms);
   if (ready_up != 200) {
     bool alive = hs_test_server_running(&f->srv);
     hs_test_server_dump_stderr(&f->srv, 4000);
@@ -179,7 +169,7 @@ static void test_postgres_restart_under_load(void **state) {
     fail_msg("%d requests got no answer at all (the server dropped connections or hung)",
              atomic_load(&l->no_answer));
   }
-  say("every answer was 200 or 503 with Retry-After; no request went unanswered");
+  hs_test_say("every answer was 200 or 503 with Retry-After; no request went unanswered");
 
   /* Nothing acknowledged was lost. */
   PGconn *db = hs_test_db_must_connect(f->pg.conninfo);
@@ -191,7 +181,8 @@ static void test_postgres_restart_under_load(void **state) {
     hs_test_server_dump_stderr(&f->srv, 3000);
     fail_msg("after the restart of PostgreSQL: %s", why);
   }
-  say("all %lld acknowledged completions stored once with the bytes the client got; retries "
+  hs_test_say(
+      "all %lld acknowledged completions stored once with the bytes the client got; retries "
       "return them; %d answered 503 but had committed, and their retries return the stored "
       "answer; every session continues",
       acked, pending_stored);
@@ -204,7 +195,7 @@ static void test_postgres_restart_under_load(void **state) {
     hs_test_server_dump_stderr(&f->srv, 4000);
     fail_msg("the server did not exit cleanly on SIGTERM after the outage (status 0x%x)", status);
   }
-  say("the server exits with status 0 on SIGTERM");
+  hs_test_say("the server exits with status 0 on SIGTERM");
 }
 
 int main(void) {

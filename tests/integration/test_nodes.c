@@ -20,16 +20,6 @@
 
 #define STREAM_DEADLINE_MS 5000 /* "within a few seconds" */
 
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
-
 /* Two steps, then the end: for a stream that must see the end across nodes. */
 static const char SHORT_SOURCE[] =
     "return process {\n"
@@ -161,9 +151,9 @@ static void test_alternate(void **state) {
                                      " ($1, $2, $3, $4)",
                                      4, (const char *[]){s[0].id, s[1].id, s[2].id, s[3].id}),
                    steps);
-  say("4 sessions (2 started on A, 2 on B), completions alternating between the nodes: %d "
-      "answers with the right next step; GET on A and on B agree; %d rows",
-      steps, steps);
+  hs_test_say("4 sessions (2 started on A, 2 on B), completions alternating between the nodes: %d "
+              "answers with the right next step; GET on A and on B agree; %d rows",
+              steps, steps);
   hs_api_resp_free(&r);
   hs_api_resp_free(&ra);
   hs_api_resp_free(&rb);
@@ -218,7 +208,8 @@ static void test_stream_across(void **state) {
   }
   hs_api_stream_close(&on_a);
   hs_api_stream_close(&on_b);
-  say("streams on A and B of one session each saw all 8 steps completed alternately on B and A, "
+  hs_test_say(
+      "streams on A and B of one session each saw all 8 steps completed alternately on B and A, "
       "in order; the slowest arrived %lld ms after the 200",
       worst);
 
@@ -263,9 +254,9 @@ static void test_stream_across(void **state) {
                k == 0 ? 'A' : 'B', hs_api_body_text(&r));
     }
   }
-  say("a session started on A and finished on B: A's stream got step 2, then {ended, done} "
-      "%lld ms after the last 200, then ended; GET on A and B: ended, outcome done",
-      end_ms);
+  hs_test_say("a session started on A and finished on B: A's stream got step 2, then {ended, done} "
+              "%lld ms after the last 200, then ended; GET on A and B: ended, outcome done",
+              end_ms);
   hs_api_resp_free(&r);
   hs_api_close(&a);
   hs_api_close(&b);
@@ -369,9 +360,9 @@ static void test_race(void **state) {
     }
     same++;
   }
-  say("%d races of one completion sent to A and B at once: both 200 with identical bytes, "
-      "exactly one step_completions row and one accepted validation record each",
-      same);
+  hs_test_say("%d races of one completion sent to A and B at once: both 200 with identical bytes, "
+              "exactly one step_completions row and one accepted validation record each",
+              same);
 
   /* Different data on each: one wins (200), the other gets 409; the record holds the winner. */
   for (int i = 0; i < 6; i++) {
@@ -405,7 +396,8 @@ static void test_race(void **state) {
   hs_api_resp_init(&r);
   loop_step(&b, &s, 1, &r);
   loop_step(&a, &s, 2, &r);
-  say("6 races with different data: one 200 and one 409 each, one row, and both nodes continue "
+  hs_test_say(
+      "6 races with different data: one 200 and one 409 each, one row, and both nodes continue "
       "from the winner's data");
   hs_api_resp_free(&r);
   for (int k = 0; k < 2; k++) {
@@ -443,7 +435,8 @@ static void test_same_session_everywhere(void **state) {
     fail_msg("node B's answer to the same ref differs from A's start:\n  A %s\n  B %s",
              hs_api_body_text(&start), hs_api_body_text(&rb));
   }
-  say("a session started on A reads the same on B ({session, step}, started_at included), by id "
+  hs_test_say(
+      "a session started on A reads the same on B ({session, step}, started_at included), by id "
       "and by ref");
   hs_api_resp_free(&start);
   hs_api_resp_free(&rb);

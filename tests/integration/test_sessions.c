@@ -52,16 +52,6 @@ static char g_form_v1[2048], g_form_v2[2048];
 
 /* ---- helpers ---- */
 
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
-
 static void check_status(const hs_api_resp_t *r, int want, const char *what) {
   if (r->status != want) {
     fail_msg("%s: expected %d, got %d: %s", what, want, r->status, hs_api_body_text(r));
@@ -199,7 +189,7 @@ static void test_processes(void **state) {
   HS_API_EXPECT_STR(r.v, "name", "form");
   const hs_value_t *active = hs_api_at(r.v, "active");
   assert_true(active != NULL && active->type == HS_V_BOOL && active->as.b);
-  say("PUT a first version: 201, version = sha256(source), active");
+  hs_test_say("PUT a first version: 201, version = sha256(source), active");
 
   /* The same source again is the same version, still active. */
   hs_api_call_raw(&c, "author", "PUT", "/v1/processes/form", "text/plain", g_form_v1,
@@ -218,7 +208,7 @@ static void test_processes(void **state) {
   assert_string_not_equal(v1, v2);
   active = hs_api_at(r.v, "active");
   assert_true(active != NULL && active->type == HS_V_BOOL && !active->as.b);
-  say("PUT the same source again: 200; a second version: 201, not active");
+  hs_test_say("PUT the same source again: 200; a second version: 201, not active");
 
   call(&c, "admin", "GET", "/v1/processes", NULL, &r);
   check_status(&r, 200, "GET /v1/processes");
@@ -230,7 +220,7 @@ static void test_processes(void **state) {
   HS_API_EXPECT_STR(item, "title", "Form");
   HS_API_EXPECT_STR(item, "active", v1);
   assert_int_equal(hs_api_int(item, "versions", -1), 2);
-  say("GET /v1/processes: one process, title, active version, 2 versions");
+  hs_test_say("GET /v1/processes: one process, title, active version, 2 versions");
 
   call(&c, "author", "GET", "/v1/processes/form", NULL, &r);
   check_status(&r, 200, "GET /v1/processes/form");
@@ -241,7 +231,7 @@ static void test_processes(void **state) {
   HS_API_EXPECT_STR(&versions->as.arr.items[0], "version", v2); /* newest first */
   HS_API_EXPECT_STR(&versions->as.arr.items[1], "version", v1);
   assert_non_null(hs_api_str(&versions->as.arr.items[0], "created_at"));
-  say("GET /v1/processes/form: both versions, newest first");
+  hs_test_say("GET /v1/processes/form: both versions, newest first");
 
   /* Activate, roll back, and the errors of activate. */
   char body[160];
@@ -267,7 +257,8 @@ static void test_processes(void **state) {
   call(&c, "author", "POST", "/v1/processes/other/activate", body, &r);
   /* A process with no version is not there at all, as for anything that does not exist. */
   check_error(&r, 404, "not_found", NULL, "activate a version under a process that does not exist");
-  say("activate: 200 and GET follows, roll back, 409 unknown version, 404 unknown process, 400 "
+  hs_test_say(
+      "activate: 200 and GET follows, roll back, 409 unknown version, 404 unknown process, 400 "
       "malformed");
 
   /* A broken script: 422 naming the line, fields keyed by line number. */
@@ -301,7 +292,8 @@ static void test_processes(void **state) {
                             " b.id = pv.brand_id WHERE b.name = $1",
                             brand, NULL),
                    2);
-  say("422 with line 4 in message and fields for a syntax error; 422 name mismatch; 400 empty "
+  hs_test_say(
+      "422 with line 4 in message and fields for a syntax error; 422 name mismatch; 400 empty "
       "body and bad name; 403 contractor; nothing stored but the 2 good versions");
 
   hs_api_resp_free(&r);
@@ -385,7 +377,8 @@ static void test_start(void **state) {
                             " WHERE b.name = $1",
                             brand, NULL),
                    0);
-  say("404 unknown process; 400 for 10 malformed bodies (unknown member named); 403 author; "
+  hs_test_say(
+      "404 unknown process; 400 for 10 malformed bodies (unknown member named); 403 author; "
       "no session stored");
 
   /* Without ref: a new session with its first step in the same answer. */
@@ -405,7 +398,7 @@ static void test_start(void **state) {
   assert_true(fields != NULL && fields->type == HS_V_ARRAY && fields->as.arr.len == 2);
   HS_API_EXPECT_STR(&fields->as.arr.items[0], "name", "n");
   HS_API_EXPECT_STR(&fields->as.arr.items[0], "type", "integer");
-  say("start without ref: 201, uuid, process, version, status active, first step seq 1");
+  hs_test_say("start without ref: 201, uuid, process, version, status active, first step seq 1");
 
   /* With ref: 201, then 200 with the same session. Another contractor's ref is theirs. */
   start(&c, "visit-1", id);
@@ -420,7 +413,8 @@ static void test_start(void **state) {
   int64_t seq = 0;
   assert_int_equal(hs_api_start(&other, "form", "visit-1", id2, &seq), 201);
   assert_string_not_equal(id, id2);
-  say("ref: 201 then 200 with the same session; another contractor's same ref is a new one");
+  hs_test_say(
+      "ref: 201 then 200 with the same session; another contractor's same ref is a new one");
 
   /* Eight starts with one new ref, from two connections at once: one session. */
   pthread_barrier_t barrier;
@@ -466,7 +460,8 @@ static void test_start(void **state) {
                             " WHERE b.name = $1 AND s.ref = $2",
                             brand, "visit-race"),
                    1);
-  say("8 concurrent starts with one ref on 2 connections: one 201, seven 200, one session row");
+  hs_test_say(
+      "8 concurrent starts with one ref on 2 connections: one 201, seven 200, one session row");
 
   hs_api_resp_free(&r);
   hs_api_close(&c);
@@ -499,7 +494,7 @@ static void test_get(void **state) {
     fail_msg("GET differs from the start's answer:\n  start %s\n  get   %s",
              hs_api_body_text(&first), hs_api_body_text(&r));
   }
-  say("GET own session: 200, the same {session, step} as the start answered");
+  hs_test_say("GET own session: 200, the same {session, step} as the start answered");
 
   call(&c, "admin", "GET", path, NULL, &r);
   check_status(&r, 200, "GET as admin");
@@ -507,7 +502,7 @@ static void test_get(void **state) {
   check_status(&r, 200, "GET as compliance");
   call(&c, "author", "GET", path, NULL, &r);
   check_error(&r, 403, "forbidden", NULL, "GET as author");
-  say("admin and compliance of the brand: 200; author: 403");
+  hs_test_say("admin and compliance of the brand: 200; author: 403");
 
   char unknown[37];
   hs_uuid_v4(unknown);
@@ -523,7 +518,8 @@ static void test_get(void **state) {
   check_error(&r, 404, "not_found", NULL, "GET another brand's session");
   call(&stranger, "admin", "GET", path, NULL, &r);
   check_error(&r, 404, "not_found", NULL, "GET another brand's session as its admin");
-  say("404: unknown id, another contractor's, another brand's (contractor, admin); 400: malformed "
+  hs_test_say(
+      "404: unknown id, another contractor's, another brand's (contractor, admin); 400: malformed "
       "id");
 
   hs_api_resp_free(&r);
@@ -574,15 +570,15 @@ static void test_complete(void **state) {
   hs_api_step_path(path, sizeof path, id, 1);
   call(&c, "admin", "POST", path, "{\"data\": {\"n\": 3}}", &r);
   check_error(&r, 403, "forbidden", NULL, "an admin completes");
-  say("400: seq abc, seq 0, data not a map, unknown member, bad at, bad JSON; 404 other "
-      "contractor and brand; 403 admin");
+  hs_test_say("400: seq abc, seq 0, data not a map, unknown member, bad at, bad JSON; 404 other "
+              "contractor and brand; 403 admin");
 
   /* A seq ahead of the current one: 409 naming the current step. */
   complete(&c, id, 2, "{\"data\": {\"pic\": \"x\"}}", &r);
   check_error(&r, 409, "conflict", "step 1", "seq 2 while the session is at 1");
   complete(&c, id, 7, "{\"data\": {\"n\": 3}}", &r);
   check_error(&r, 409, "conflict", "step 1", "seq 7 while the session is at 1");
-  say("seq ahead: 409 and the message names step 1");
+  hs_test_say("seq ahead: 409 and the message names step 1");
 
   /* Validation: 422 with one message per field. */
   complete(&c, id, 1, "{\"data\": {\"n\": 0}}", &r);
@@ -604,8 +600,8 @@ static void test_complete(void **state) {
   complete(&c, id, 1, "{\"data\": {\"n\": \"three\"}}", &r);
   check_error(&r, 422, "validation_failed", NULL, "n of the wrong type");
   assert_non_null(field_msg(&r, "n"));
-  say("422 validation_failed with fields.<name> messages: min, missing, max + max_length, "
-      "unknown field (named), wrong type");
+  hs_test_say("422 validation_failed with fields.<name> messages: min, missing, max + max_length, "
+              "unknown field (named), wrong type");
 
   /* Accepted; the retry gets the same bytes; a different body is 409. */
   const char *body1 = "{\"data\": {\"n\": 3, \"note\": \"ok\"}, \"at\": \"2026-05-04T10:15:03Z\"}";
@@ -631,7 +627,8 @@ static void test_complete(void **state) {
   check_error(&r, 409, "conflict", NULL, "the same data with another device time");
   complete(&c, id, 3, "{\"data\": {\"ok\": true}}", &r);
   check_error(&r, 409, "conflict", "step 2", "seq 3 while the session is at 2");
-  say("200 accepted with next (seq 2, title from the data); retry: same 200 bytes "
+  hs_test_say(
+      "200 accepted with next (seq 2, title from the data); retry: same 200 bytes "
       "(%zu), same value in JSON; 409 for other data or other at; 409 seq ahead names step 2",
       ok1.body.len);
 
@@ -661,7 +658,8 @@ static void test_complete(void **state) {
   check_status(&r, 200, "the photo after the upload");
   assert_int_equal(hs_api_int(r.v, "next.seq", 0), 3);
   HS_API_EXPECT_STR(r.v, "next.id", "done");
-  say("evidence: 422 malformed name, 422 not uploaded (hash named), 422 uploaded by another "
+  hs_test_say(
+      "evidence: 422 malformed name, 422 not uploaded (hash named), 422 uploaded by another "
       "brand only, 200 after the upload");
 
   /* The last step: next is nil, in exactly the bytes of proto/README.md. */
@@ -689,7 +687,8 @@ static void test_complete(void **state) {
   HS_API_EXPECT_STR(r.v, "session.outcome", "finished");
   const hs_value_t *step = hs_api_at(r.v, "step");
   assert_true(step != NULL && step->type == HS_V_NIL);
-  say("last step: 200 {status accepted, next nil} in the documented 23 bytes; retries after "
+  hs_test_say(
+      "last step: 200 {status accepted, next nil} in the documented 23 bytes; retries after "
       "the end answer as before; 409 other data and seq 4; GET: ended, outcome, step nil");
 
   assert_int_equal(
@@ -771,7 +770,8 @@ static void test_compliance_log(void **state) {
     assert_string_equal(PQgetvalue(res, i, 9), "t");
   }
   PQclear(res);
-  say("validation_records: 4 rows in order (rejected, rejected, accepted, rejected) with seq, "
+  hs_test_say(
+      "validation_records: 4 rows in order (rejected, rejected, accepted, rejected) with seq, "
       "step, process, version, contractor, device time, errors only on rejections, "
       "data_digest = sha256(data); retries and 409s add none");
 
@@ -782,7 +782,7 @@ static void test_compliance_log(void **state) {
                                1, NULL, (const char *[]){id}, NULL, NULL, 0);
   assert_int_not_equal(PQresultStatus(upd), PGRES_COMMAND_OK);
   PQclear(upd);
-  say("UPDATE of validation_records is refused");
+  hs_test_say("UPDATE of validation_records is refused");
   hs_api_resp_free(&r);
   hs_api_close(&c);
 }
@@ -823,7 +823,8 @@ static void test_feedback(void **state) {
   assert_string_equal(PQgetvalue(res, 1, 0), "contractor");
   assert_string_equal(PQgetvalue(res, 1, 1), "");
   PQclear(res);
-  say("201 {status recorded} for customer and contractor feedback; both rows stored as sent");
+  hs_test_say(
+      "201 {status recorded} for customer and contractor feedback; both rows stored as sent");
 
   char unknown[37], upath[160];
   hs_uuid_v4(unknown);
@@ -851,8 +852,8 @@ static void test_feedback(void **state) {
     check_error(&r, 400, "malformed", NULL, what);
   }
   assert_int_equal(db_count("SELECT count(*) FROM feedback WHERE session_id = $1", id, NULL), 2);
-  say("404 unknown session and another contractor's; 400 for no content, bad from, ratings "
-      "0/6/\"5\", empty tag, unknown member, not a map; still 2 rows");
+  hs_test_say("404 unknown session and another contractor's; 400 for no content, bad from, ratings "
+              "0/6/\"5\", empty tag, unknown member, not a map; still 2 rows");
   hs_api_resp_free(&r);
   hs_api_close(&c);
   hs_api_close(&kim);
@@ -893,7 +894,7 @@ static void test_blobs(void **state) {
   check_status(&r, 200, "upload it again");
   HS_API_EXPECT_STR(r.v, "blob", name);
   assert_int_equal(hs_api_int(r.v, "size", -1), N);
-  say("PUT: 201 {blob sha256:<hex>, size}, the retry 200 with the same answer");
+  hs_test_say("PUT: 201 {blob sha256:<hex>, size}, the retry 200 with the same answer");
 
   call(&c, "contractor", "GET", path, NULL, &r);
   check_status(&r, 200, "GET the blob");
@@ -915,9 +916,9 @@ static void test_blobs(void **state) {
   snprintf(upath, sizeof upath, "/v1/blobs/%s", unknown);
   call(&c, "contractor", "GET", upath, NULL, &r);
   check_status(&r, 404, "GET an unknown blob");
-  say("GET: the %d bytes with their content type (uploader, admin, compliance); 404 for "
-      "another contractor, another brand, an unknown hash",
-      N);
+  hs_test_say("GET: the %d bytes with their content type (uploader, admin, compliance); 404 for "
+              "another contractor, another brand, an unknown hash",
+              N);
 
   /* The hash is checked, and the size capped. */
   put_blob(&c, "contractor", bytes, N - 1, hash, &r);
@@ -938,7 +939,8 @@ static void test_blobs(void **state) {
                             " WHERE x.name = $1",
                             brand, NULL),
                    2);
-  say("422 hash mismatch, 413 at %d+1 bytes, 201 at exactly %d, 400 malformed hash, 403 author; "
+  hs_test_say(
+      "422 hash mismatch, 413 at %d+1 bytes, 201 at exactly %d, 400 malformed hash, 403 author; "
       "2 rows stored",
       MAX_BLOB, MAX_BLOB);
   free(bytes);
@@ -1011,7 +1013,7 @@ static void test_stream(void **state) {
   expect_step_event(&sj, 1, "count", "NDJSON stream, first event");
   expect_step_event(&sm, 1, "count", "msgpack stream, first event");
   expect_step_event(&sc, 1, "count", "compliance stream, first event");
-  say("3 streams open (NDJSON, msgpack, compliance): each starts with the current step");
+  hs_test_say("3 streams open (NDJSON, msgpack, compliance): each starts with the current step");
 
   complete(&c, id, 1, "{\"data\": {\"n\": 2}}", &r);
   check_status(&r, 200, "complete step 1");
@@ -1037,7 +1039,8 @@ static void test_stream(void **state) {
   expect_end_event(&sj, id, "NDJSON stream at the end");
   expect_end_event(&sm, id, "msgpack stream at the end");
   expect_end_event(&sc, id, "compliance stream at the end");
-  say("each stream saw step 2, step 3 (not the rejected attempt), then {ended, finished}, then "
+  hs_test_say(
+      "each stream saw step 2, step 3 (not the rejected attempt), then {ended, finished}, then "
       "the end of the response");
 
   /* A stream opened after the end gets the end at once. */
@@ -1061,7 +1064,8 @@ static void test_stream(void **state) {
   assert_int_not_equal(hs_api_stream_open(&bad, &kim, "contractor", id, false, &status), 0);
   assert_int_equal(status, 404);
   hs_api_stream_close(&bad);
-  say("a late stream gets {ended} and ends; 404 for an unknown session and another contractor");
+  hs_test_say(
+      "a late stream gets {ended} and ends; 404 for an unknown session and another contractor");
   hs_api_resp_free(&r);
   hs_api_close(&c);
 }
@@ -1104,8 +1108,8 @@ static void test_versions_pinned(void **state) {
                    1);
   assert_int_equal(db_count("SELECT count(*) FROM sessions WHERE id = $1 AND version = $2", s2, v2),
                    1);
-  say("after activating v2, the session in flight continues on v1 (title \"Photo of 4\", "
-      "version v1); a new session runs v2 (\"Photo v2 of 4\")");
+  hs_test_say("after activating v2, the session in flight continues on v1 (title \"Photo of 4\", "
+              "version v1); a new session runs v2 (\"Photo v2 of 4\")");
   hs_api_resp_free(&r);
   hs_api_close(&c);
 }
@@ -1147,7 +1151,8 @@ static void test_no_database(void **state) {
   call(&c, "contractor", "GET", "/readyz", NULL, &r);
   check_status(&r, 503, "/readyz without a database");
   assert_true(hs_test_server_running(&s));
-  say("without a database: 503 unavailable with Retry-After on start, get, complete and list; "
+  hs_test_say(
+      "without a database: 503 unavailable with Retry-After on start, get, complete and list; "
       "/readyz 503; the server keeps running");
   hs_api_resp_free(&r);
   hs_api_close(&c);

@@ -23,16 +23,6 @@
 
 #define N_SESSIONS 12
 
-static void say(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("    checked: ");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-}
-
 /* A session and its latest accepted completion, to retry it later. */
 typedef struct tracked {
   hs_api_loop_t loop;
@@ -219,7 +209,8 @@ static void test_eviction_one_worker(void **state) {
     fail_msg("expected many evictions and replays and at most 2 live sessions: %g, %g, %g",
              evictions, replays, live);
   }
-  say("1 worker, cache 2, %zu sessions interleaved in shuffled rounds: %d completions each "
+  hs_test_say(
+      "1 worker, cache 2, %zu sessions interleaved in shuffled rounds: %d completions each "
       "answered with the right next step (seq, running sum, random draw); retries of evicted "
       "sessions' completions gave the original bytes; GETs agree; /metrics: %g evictions, %g "
       "replays, %g live",
@@ -242,7 +233,8 @@ static void test_eviction_two_workers(void **state) {
     retry_last(f, &c[i % 3], i);
     check_get(f, &c[(i + 1) % 3], i);
   }
-  say("2 workers, cache 2, 3 connections: %d completions of %zu sessions moving between workers, "
+  hs_test_say(
+      "2 workers, cache 2, 3 connections: %d completions of %zu sessions moving between workers, "
       "all right",
       done, f->n);
   for (size_t i = 0; i < 3; i++) {
@@ -284,8 +276,8 @@ static void test_restart(void **state) {
     retry_last(f, &c, i);
   }
   drive(f, &c, 1, 3, 4);
-  say("after a graceful restart (exit status 0): 6 sessions read back at the right step, "
-      "retries give the original bytes, 3 more rounds continue");
+  hs_test_say("after a graceful restart (exit status 0): 6 sessions read back at the right step, "
+              "retries give the original bytes, 3 more rounds continue");
 
   restart(f, SIGKILL, &c);
   for (size_t i = 0; i < f->n; i++) {
@@ -293,7 +285,7 @@ static void test_restart(void **state) {
     check_get(f, &c, i);
   }
   drive(f, &c, 1, 3, 5);
-  say("after kill -9 and a restart: the same, at seq %lld", (long long)f->s[0].loop.seq);
+  hs_test_say("after kill -9 and a restart: the same, at seq %lld", (long long)f->s[0].loop.seq);
   hs_api_close(&c);
 }
 
@@ -358,7 +350,8 @@ static void test_sessions_after_restart(void **state) {
                i == 0 ? "ended" : "active", hs_api_body_text(before[i]), hs_api_body_text(&r));
     }
   }
-  say("after kill -9 and a restart, an ended session (status ended, outcome done) and an active "
+  hs_test_say(
+      "after kill -9 and a restart, an ended session (status ended, outcome done) and an active "
       "one read exactly as before: status, outcome, started_at, step");
   hs_api_resp_free(&r);
   hs_api_resp_free(&ended_before);

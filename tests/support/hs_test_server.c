@@ -45,6 +45,16 @@ void hs_test_sleep_ms(int ms) {
   }
 }
 
+void hs_test_say(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  printf("    checked: ");
+  vprintf(fmt, ap);
+  printf("\n");
+  va_end(ap);
+  fflush(stdout);
+}
+
 /* ---- the registry of running servers, killed at exit whatever happened ---- */
 
 #define MAX_LIVE 64

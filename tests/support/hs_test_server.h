@@ -91,4 +91,8 @@ long long hs_test_now_ms(void);
 /* Sleeps for ms milliseconds. */
 void hs_test_sleep_ms(int ms);
 
+/* Prints "    checked: <what>" on its own line, at once: the integration tests' account of each
+ * behaviour they proved, readable in ctest's output. */
+void hs_test_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #endif

@@ -3,15 +3,32 @@
 -- Records are chained per brand in the order of their id: record n of a brand commits to record
 -- n-1 through chain_n = SHA-256(chain_{n-1} || record_hash_n), chain_0 = 32 zero bytes. Nothing
 -- about the chain is written on the request path: a sealer (one at a time across every node,
--- see audit_horizon) waits until every record up to an id is final, hashes the new records of
--- each brand and stores one signed checkpoint per brand, as a Certificate Transparency log
--- merges entries after a delay. The chain itself is never stored: an export recomputes it from
+-- see audit_horizon) waits until every record up to an id is final (see validation_record_id),
+-- hashes the new records of each brand and stores one signed checkpoint per brand, as a
+-- Certificate Transparency log merges entries after a delay. The chain itself is never stored: an export recomputes it from
 -- the nearest checkpoint, and `handsel verify` recomputes it again from the export.
 
 -- What a record keeps besides the data: the document each ack field was about (msgpack
 -- {field = {id, hash, version?}}) and the names of the step's pii fields, which an export
 -- redacts for readers who may not see them.
 ALTER TABLE validation_records ADD COLUMN documents bytea, ADD COLUMN pii text[];
+
+-- The few records with a large data member (a request body may be up to HANDSEL_MAX_BODY): an
+-- export ends a page at the next of them, so a page of records stays a few megabytes without
+-- summing sizes row by row.
+CREATE INDEX validation_records_large ON validation_records (brand_id, id)
+  WHERE octet_length(data) > 4096;
+
+-- A record's id is drawn only once its transaction has an xid. The sealer reads the id
+-- sequence and then takes an xid of its own; with this order guaranteed, every transaction that
+-- drew an id up to the value read has a smaller xid, so once every smaller xid has finished the
+-- range of ids is final and can be chained, with no lock writers would wait for. (Left to
+-- itself, PostgreSQL draws the default before the row's insert assigns the xid.)
+CREATE FUNCTION validation_record_id() RETURNS bigint LANGUAGE sql VOLATILE AS $$
+  SELECT CASE WHEN pg_current_xact_id() IS NOT NULL
+              THEN nextval('validation_records_id_seq') END
+$$;
+ALTER TABLE validation_records ALTER COLUMN id SET DEFAULT validation_record_id();
 
 -- The highest record id already sealed. Every record with a smaller id is final (committed or
 -- never to exist), so ids, not commit times, fix the chain's order. Sealers on several nodes
@@ -60,8 +77,6 @@ CREATE TRIGGER audit_keys_no_truncate BEFORE TRUNCATE ON audit_keys
 
 -- Besides the triggers (which bind even the owner), the role that runs the migrations, and so
 -- the server, gives up the privileges themselves. A role that is not a superuser then gets
--- "permission denied"; a superuser still meets the triggers. TRUNCATE stays granted on
--- validation_records only because the sealer's LOCK ... IN SHARE MODE needs one of UPDATE,
--- DELETE or TRUNCATE; the trigger above refuses every TRUNCATE.
-REVOKE UPDATE, DELETE ON validation_records FROM PUBLIC, CURRENT_USER;
-REVOKE UPDATE, DELETE, TRUNCATE ON audit_checkpoints, audit_keys FROM PUBLIC, CURRENT_USER;
+-- "permission denied"; a superuser still meets the triggers.
+REVOKE UPDATE, DELETE, TRUNCATE ON validation_records, audit_checkpoints, audit_keys
+  FROM PUBLIC, CURRENT_USER;
