@@ -383,12 +383,31 @@ int hs_json_decode(const char *buf, size_t len, const hs_codec_limits_t *lim, hs
 
 /* --- encoding ---------------------------------------------------------------------------- */
 
+/* Bytes a JSON string holds as they are: printable ASCII but the quote and the backslash. */
+static const bool k_plain[256] = {
+    ['\x20'] = true, ['!'] = true, ['#'] = true, ['$'] = true, ['%'] = true, ['&'] = true,
+    ['\''] = true,   ['('] = true, [')'] = true, ['*'] = true, ['+'] = true, [','] = true,
+    ['-'] = true,    ['.'] = true, ['/'] = true, ['0'] = true, ['1'] = true, ['2'] = true,
+    ['3'] = true,    ['4'] = true, ['5'] = true, ['6'] = true, ['7'] = true, ['8'] = true,
+    ['9'] = true,    [':'] = true, [';'] = true, ['<'] = true, ['='] = true, ['>'] = true,
+    ['?'] = true,    ['@'] = true, ['A'] = true, ['B'] = true, ['C'] = true, ['D'] = true,
+    ['E'] = true,    ['F'] = true, ['G'] = true, ['H'] = true, ['I'] = true, ['J'] = true,
+    ['K'] = true,    ['L'] = true, ['M'] = true, ['N'] = true, ['O'] = true, ['P'] = true,
+    ['Q'] = true,    ['R'] = true, ['S'] = true, ['T'] = true, ['U'] = true, ['V'] = true,
+    ['W'] = true,    ['X'] = true, ['Y'] = true, ['Z'] = true, ['['] = true, [']'] = true,
+    ['^'] = true,    ['_'] = true, ['`'] = true, ['a'] = true, ['b'] = true, ['c'] = true,
+    ['d'] = true,    ['e'] = true, ['f'] = true, ['g'] = true, ['h'] = true, ['i'] = true,
+    ['j'] = true,    ['k'] = true, ['l'] = true, ['m'] = true, ['n'] = true, ['o'] = true,
+    ['p'] = true,    ['q'] = true, ['r'] = true, ['s'] = true, ['t'] = true, ['u'] = true,
+    ['v'] = true,    ['w'] = true, ['x'] = true, ['y'] = true, ['z'] = true, ['{'] = true,
+    ['|'] = true,    ['}'] = true, ['~'] = true,
+};
+
 int hs_json_put_string(hs_buf_t *out, const char *p, size_t n) {
   /* Most strings (ids, names, hex digests) are printable ASCII with nothing to escape: copied
    * in one go. */
   size_t plain = 0;
-  while (plain < n && (unsigned char)p[plain] >= 0x20 && (unsigned char)p[plain] < 0x7f &&
-         p[plain] != '"' && p[plain] != '\\') {
+  while (plain < n && k_plain[(unsigned char)p[plain]]) {
     plain++;
   }
   if (plain == n) {
