@@ -108,17 +108,7 @@ static int put_hex(hs_buf_t *b, const uint8_t *p, size_t n) {
 }
 
 static int put_i64(hs_buf_t *b, int64_t v) {
-  char tmp[24];
-  size_t i = sizeof tmp;
-  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-  do {
-    tmp[--i] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u != 0);
-  if (v < 0) {
-    tmp[--i] = '-';
-  }
-  return hs_buf_append(b, tmp + i, sizeof tmp - i);
+  return hs_buf_put_int(b, v);
 }
 
 /* RFC 3339 with microseconds, quoted. Records of one export come in bursts within the same

@@ -54,6 +54,20 @@ int hs_buf_append_grow(hs_buf_t *b, const void *p, size_t n) {
   return HS_OK;
 }
 
+int hs_buf_put_int(hs_buf_t *b, int64_t v) {
+  char tmp[24];
+  size_t i = sizeof tmp;
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do {
+    tmp[--i] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (v < 0) {
+    tmp[--i] = '-';
+  }
+  return hs_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
 int hs_buf_puts(hs_buf_t *b, const char *s) {
   return hs_buf_append(b, s, strlen(s));
 }

@@ -31,6 +31,9 @@ static inline int hs_buf_append(hs_buf_t *b, const void *p, size_t n) {
   return hs_buf_append_grow(b, p, n);
 }
 
+/* Appends the decimal digits of v (no printf: encoders write millions of integers). */
+int hs_buf_put_int(hs_buf_t *b, int64_t v);
+
 /* Appends a NUL-terminated string (without its NUL). */
 int hs_buf_puts(hs_buf_t *b, const char *s);
 

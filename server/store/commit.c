@@ -255,8 +255,11 @@ static void flush(hs_committer_t *c) {
     c->n_queued--;
     w->next = NULL;
     hs_buf_t *a = &arrays[w->kind];
-    rc |= hs_buf_printf(a, "%s{\"i\":%zu%s", a->len == 0 ? "[" : ",", b->n,
-                        w->row.len > 0 ? "," : "");
+    rc |= hs_buf_append(a, a->len == 0 ? "[{\"i\":" : ",{\"i\":", 6);
+    rc |= hs_buf_put_int(a, (int64_t)b->n);
+    if (w->row.len > 0) {
+      rc |= hs_buf_append(a, ",", 1);
+    }
     rc |= hs_buf_append(a, w->row.data, w->row.len);
     rc |= hs_buf_append(a, "}", 1);
     b->items[b->n++] = w;
@@ -308,7 +311,18 @@ static bool row_key(hs_row_t *r, const char *key) {
   if (r->rc != HS_OK) {
     return false;
   }
-  r->rc = hs_buf_printf(&r->text, "%s\"%s\":", r->text.len > 0 ? "," : "", key);
+  size_t n = strlen(key);
+  r->rc = hs_buf_reserve(&r->text, n + 4);
+  if (r->rc == HS_OK) {
+    if (r->text.len > 0) {
+      r->text.data[r->text.len++] = ',';
+    }
+    r->text.data[r->text.len++] = '"';
+    memcpy(r->text.data + r->text.len, key, n);
+    r->text.len += n;
+    r->text.data[r->text.len++] = '"';
+    r->text.data[r->text.len++] = ':';
+  }
   return r->rc == HS_OK;
 }
 
@@ -320,7 +334,7 @@ void hs_row_str(hs_row_t *r, const char *key, const char *s) {
 
 void hs_row_int(hs_row_t *r, const char *key, int64_t v) {
   if (row_key(r, key)) {
-    r->rc = hs_buf_printf(&r->text, "%" PRId64, v);
+    r->rc = hs_buf_put_int(&r->text, v);
   }
 }
 
