@@ -107,10 +107,6 @@ static int put_hex(hs_buf_t *b, const uint8_t *p, size_t n) {
   return rc;
 }
 
-static int put_i64(hs_buf_t *b, int64_t v) {
-  return hs_buf_put_int(b, v);
-}
-
 /* RFC 3339 with microseconds, quoted. Records of one export come in bursts within the same
  * second, so the date and time part is formatted once per second. */
 static int put_time(hs_buf_t *b, int64_t us) {
@@ -153,8 +149,7 @@ static bool is_hidden(void *ctx, const char *key, size_t kl) {
 
 /* Stored msgpack (a map) as JSON; NULL bytes as null. With drop set (the record's pii names,
  * one per line), those members are left out. */
-static int put_msgpack(xop_t *op, hs_buf_t *b, const uint8_t *p, size_t n, const char *drop) {
-  (void)op;
+static int put_msgpack(hs_buf_t *b, const uint8_t *p, size_t n, const char *drop) {
   if (p == NULL) {
     return PUT_LIT(b, "null");
   }
@@ -184,9 +179,9 @@ static int put_record_ndjson(xop_t *op, const PGresult *res, int row, const hs_a
   hs_buf_t *b = &op->out;
   const char *drop = hidden(op, res, row);
   int rc = PUT_LIT(b, "{\"type\":\"record\",\"position\":");
-  TRY(put_i64(b, op->position));
+  TRY(hs_buf_put_int(b, op->position));
   TRY(PUT_LIT(b, ",\"id\":"));
-  TRY(put_i64(b, r->id));
+  TRY(hs_buf_put_int(b, r->id));
   TRY(PUT_LIT(b, ",\"session\":"));
   TRY(put_str(b, r->session));
   TRY(PUT_LIT(b, ",\"process\":"));
@@ -196,7 +191,7 @@ static int put_record_ndjson(xop_t *op, const PGresult *res, int row, const hs_a
   TRY(PUT_LIT(b, ",\"step\":"));
   TRY(put_str(b, r->step));
   TRY(PUT_LIT(b, ",\"seq\":"));
-  TRY(put_i64(b, r->seq));
+  TRY(hs_buf_put_int(b, r->seq));
   TRY(PUT_LIT(b, ",\"contractor\":"));
   TRY(put_str(b, r->contractor));
   TRY(PUT_LIT(b, ",\"server_time\":"));
@@ -206,9 +201,9 @@ static int put_record_ndjson(xop_t *op, const PGresult *res, int row, const hs_a
   TRY(PUT_LIT(b, ",\"result\":"));
   TRY(put_str(b, r->result));
   TRY(PUT_LIT(b, ",\"errors\":"));
-  TRY(put_msgpack(op, b, r->errors, r->errors_len, NULL));
+  TRY(put_msgpack(b, r->errors, r->errors_len, NULL));
   TRY(PUT_LIT(b, ",\"data\":"));
-  TRY(put_msgpack(op, b, (const uint8_t *)PQgetvalue(res, row, HS_AUDIT_ROW_COLUMNS),
+  TRY(put_msgpack(b, (const uint8_t *)PQgetvalue(res, row, HS_AUDIT_ROW_COLUMNS),
                   (size_t)PQgetlength(res, row, HS_AUDIT_ROW_COLUMNS), drop));
   if (drop != NULL) {
     TRY(PUT_LIT(b, ",\"redacted\":["));
@@ -224,7 +219,7 @@ static int put_record_ndjson(xop_t *op, const PGresult *res, int row, const hs_a
   TRY(PUT_LIT(b, ",\"data_digest\":"));
   TRY(put_hex(b, r->data_digest, 32));
   TRY(PUT_LIT(b, ",\"documents\":"));
-  TRY(put_msgpack(op, b, r->documents, r->documents_len, NULL));
+  TRY(put_msgpack(b, r->documents, r->documents_len, NULL));
   TRY(PUT_LIT(b, ",\"record_hash\":"));
   TRY(put_hex(b, hash, 32));
   TRY(PUT_LIT(b, ",\"chain\":"));
@@ -258,10 +253,10 @@ static int put_csv_str(hs_buf_t *b, const char *s, bool last) {
   return put_csv_cell(b, s, strlen(s), last);
 }
 
-static int put_csv_json(xop_t *op, hs_buf_t *b, const uint8_t *p, size_t n, const char *drop) {
+static int put_csv_json(hs_buf_t *b, const uint8_t *p, size_t n, const char *drop) {
   hs_buf_t tmp;
   hs_buf_init(&tmp, 0);
-  int rc = p != NULL ? put_msgpack(op, &tmp, p, n, drop) : HS_OK;
+  int rc = p != NULL ? put_msgpack(&tmp, p, n, drop) : HS_OK;
   TRY(put_csv_cell(b, tmp.data != NULL ? (const char *)tmp.data : "", tmp.len, false));
   hs_buf_free(&tmp);
   return rc;
@@ -296,8 +291,8 @@ static int put_record_csv(xop_t *op, const PGresult *res, int row, const hs_audi
   TRY(put_csv_str(b, num, false));
   TRY(put_csv_str(b, r->contractor, false));
   TRY(put_csv_str(b, r->result, false));
-  TRY(put_csv_json(op, b, r->errors, r->errors_len, NULL));
-  TRY(put_csv_json(op, b, (const uint8_t *)PQgetvalue(res, row, HS_AUDIT_ROW_COLUMNS),
+  TRY(put_csv_json(b, r->errors, r->errors_len, NULL));
+  TRY(put_csv_json(b, (const uint8_t *)PQgetvalue(res, row, HS_AUDIT_ROW_COLUMNS),
                    (size_t)PQgetlength(res, row, HS_AUDIT_ROW_COLUMNS), drop));
   /* The redacted names, space-separated. */
   char names[1024] = "";
@@ -310,7 +305,7 @@ static int put_record_csv(xop_t *op, const PGresult *res, int row, const hs_audi
   TRY(put_csv_str(b, names, false));
   hs_hex(r->data_digest, 32, hex);
   TRY(put_csv_str(b, hex, false));
-  TRY(put_csv_json(op, b, r->documents, r->documents_len, NULL));
+  TRY(put_csv_json(b, r->documents, r->documents_len, NULL));
   hs_hex(hash, 32, hex);
   TRY(put_csv_str(b, hex, false));
   hs_hex(op->chain, 32, chain);
@@ -428,7 +423,7 @@ static void on_page(void *ctx, const hs_db_result_t *res) {
       rc = op->csv ? put_record_csv(op, recs, i, &r, h) : put_record_ndjson(op, recs, i, &r, h);
     } else if (!op->csv) {
       rc = PUT_LIT(&op->out, "{\"type\":\"elided\",\"position\":");
-      TRY(put_i64(&op->out, op->position));
+      TRY(hs_buf_put_int(&op->out, op->position));
       TRY(PUT_LIT(&op->out, ",\"record_hash\":"));
       TRY(put_hex(&op->out, h, 32));
       TRY(PUT_LIT(&op->out, ",\"chain\":"));

@@ -474,20 +474,6 @@ int hs_json_put_string(hs_buf_t *out, const char *p, size_t n) {
   return rc;
 }
 
-/* Decimal digits without printf: exports write millions of integers. */
-static int put_uint(hs_buf_t *out, uint64_t u, bool negative) {
-  char tmp[24];
-  size_t i = sizeof tmp;
-  do {
-    tmp[--i] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u != 0);
-  if (negative) {
-    tmp[--i] = '-';
-  }
-  return hs_buf_append(out, tmp + i, sizeof tmp - i);
-}
-
 /* The fewest significant digits that read back as the same double (%.17g always does), so 0.1
  * is written "0.1" and not "0.10000000000000001". */
 static int put_float(hs_buf_t *out, double f) {
@@ -534,9 +520,9 @@ static int encode(const hs_value_t *v, hs_buf_t *out, unsigned depth) {
     case HS_V_BOOL:
       return v->as.b ? hs_buf_append(out, "true", 4) : hs_buf_append(out, "false", 5);
     case HS_V_INT:
-      return put_uint(out, v->as.i < 0 ? 0 - (uint64_t)v->as.i : (uint64_t)v->as.i, v->as.i < 0);
+      return hs_buf_put_int(out, v->as.i);
     case HS_V_UINT:
-      return put_uint(out, v->as.u, false);
+      return hs_buf_put_uint(out, v->as.u);
     case HS_V_FLOAT:
       return put_float(out, v->as.f);
     case HS_V_STR:
@@ -645,7 +631,7 @@ static int mp_array(mp_reader_t *r, size_t n, hs_buf_t *out, unsigned depth) {
 }
 
 /* A map's key: msgpack strings only, as the value model has it. */
-static int mp_key(mp_reader_t *r, hs_buf_t *out, const char **key, size_t *klen) {
+static int mp_key(mp_reader_t *r, const char **key, size_t *klen) {
   const uint8_t *b;
   size_t len = 0;
   if (!mp_take(r, 1, &b)) {
@@ -662,7 +648,6 @@ static int mp_key(mp_reader_t *r, hs_buf_t *out, const char **key, size_t *klen)
   }
   *key = (const char *)s;
   *klen = len;
-  (void)out;
   return HS_OK;
 }
 
@@ -673,7 +658,7 @@ static int mp_map(mp_reader_t *r, size_t n, hs_buf_t *out, unsigned depth,
   for (size_t i = 0; rc == HS_OK && i < n; i++) {
     const char *k;
     size_t kl;
-    rc = mp_key(r, out, &k, &kl);
+    rc = mp_key(r, &k, &kl);
     if (rc != HS_OK) {
       break;
     }
@@ -713,10 +698,10 @@ static int mp_value(mp_reader_t *r, hs_buf_t *out, unsigned depth) {
   uint8_t t = *b;
   size_t len = 0;
   if (t <= 0x7f) {
-    return put_uint(out, t, false);
+    return hs_buf_put_uint(out, t);
   }
   if (t >= 0xe0) {
-    return put_uint(out, (uint64_t)(0x100 - t), true);
+    return hs_buf_put_int(out, (int64_t)t - 0x100);
   }
   if ((t & 0xe0) == 0xa0) {
     return mp_str(r, t & 0x1f, out);
@@ -769,7 +754,7 @@ static int mp_value(mp_reader_t *r, hs_buf_t *out, unsigned depth) {
       if (!mp_take(r, n, &b)) {
         return HS_EINVAL;
       }
-      return put_uint(out, mp_be(b, n), false);
+      return hs_buf_put_uint(out, mp_be(b, n));
     }
     case 0xd0:
     case 0xd1:
@@ -783,8 +768,7 @@ static int mp_value(mp_reader_t *r, hs_buf_t *out, unsigned depth) {
       if (n < 8 && (u >> (8 * n - 1)) != 0) {
         u |= ~(uint64_t)0 << (8 * n); /* sign-extend */
       }
-      int64_t i = (int64_t)u;
-      return put_uint(out, i < 0 ? 0 - (uint64_t)i : (uint64_t)i, i < 0);
+      return hs_buf_put_int(out, (int64_t)u);
     }
     case 0xd9:
     case 0xda:

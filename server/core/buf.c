@@ -1,5 +1,7 @@
 #include "core/buf.h"
 
+#include <stdbool.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,18 +56,26 @@ int hs_buf_append_grow(hs_buf_t *b, const void *p, size_t n) {
   return HS_OK;
 }
 
-int hs_buf_put_int(hs_buf_t *b, int64_t v) {
+/* The digits of u, preceded by a minus when negative. */
+static int put_digits(hs_buf_t *b, uint64_t u, bool negative) {
   char tmp[24];
   size_t i = sizeof tmp;
-  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
   do {
     tmp[--i] = (char)('0' + u % 10);
     u /= 10;
   } while (u != 0);
-  if (v < 0) {
+  if (negative) {
     tmp[--i] = '-';
   }
   return hs_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+int hs_buf_put_int(hs_buf_t *b, int64_t v) {
+  return put_digits(b, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, v < 0);
+}
+
+int hs_buf_put_uint(hs_buf_t *b, uint64_t v) {
+  return put_digits(b, v, false);
 }
 
 int hs_buf_puts(hs_buf_t *b, const char *s) {

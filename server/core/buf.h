@@ -33,6 +33,7 @@ static inline int hs_buf_append(hs_buf_t *b, const void *p, size_t n) {
 
 /* Appends the decimal digits of v (no printf: encoders write millions of integers). */
 int hs_buf_put_int(hs_buf_t *b, int64_t v);
+int hs_buf_put_uint(hs_buf_t *b, uint64_t v);
 
 /* Appends a NUL-terminated string (without its NUL). */
 int hs_buf_puts(hs_buf_t *b, const char *s);

@@ -3,7 +3,6 @@
 #include "core/ids.h"
 
 #include <ctype.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdio.h>

@@ -712,29 +712,22 @@ int hs_req_stream_write(hs_req_t *req, const void *p, size_t n) {
 
 int hs_req_stream_write_buf(hs_req_t *req, hs_buf_t *b) {
   hs_stream_t *st = stream_of(req);
-  hs_conn_t *c = st->conn;
-  if (!st->answered || st->body_done) {
-    return HS_ECONFLICT;
-  }
-  if (st->out.len - st->out_off >= c->worker->config->stream_outbuf) {
-    st->want_drain = true;
-    return HS_ELIMIT;
-  }
-  size_t n = b->len;
-  if (st->out.len == st->out_off) {
-    /* Nothing is waiting: take the caller's buffer as it is and hand back ours. */
-    hs_buf_t mine = st->out;
-    mine.len = 0;
-    st->out = *b;
-    st->out_off = 0;
-    *b = mine;
-  } else {
-    int rc = hs_buf_append(&st->out, b->data, b->len);
-    if (rc != HS_OK) {
-      return rc;
+  if (st->out.len != st->out_off || !st->answered || st->body_done) {
+    /* Something is queued, or the stream takes nothing: the copying path decides. */
+    int rc = hs_req_stream_write(req, b->data, b->len);
+    if (rc == HS_OK) {
+      b->len = 0;
     }
-    b->len = 0;
+    return rc;
   }
+  /* Nothing is waiting (so the cap is not reached): take the caller's buffer as it is and
+   * hand back ours. */
+  size_t n = b->len;
+  hs_buf_t mine = st->out;
+  mine.len = 0;
+  st->out = *b;
+  st->out_off = 0;
+  *b = mine;
   stream_written(st, n);
   return HS_OK;
 }
