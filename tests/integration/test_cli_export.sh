@@ -10,6 +10,8 @@
 #
 # Needs HANDSEL_BIN and HANDSEL_DB (a migrated database; scripts/test provides both).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 : "${HANDSEL_BIN:?HANDSEL_BIN must name the handsel binary (run through ctest)}"
 : "${HANDSEL_DB:?HANDSEL_DB must be a migrated database (scripts/test sets it)}"
@@ -60,29 +62,7 @@ compliance=$("$HANDSEL_BIN" token create --brand "$brand" --role compliance --su
   tail -n 1)
 export HANDSEL_TOKEN=$compliance
 
-start_server() {
-  local attempt i
-  for attempt in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 40000))
-    HANDSEL_LISTEN="127.0.0.1:$port" HANDSEL_WORKERS=1 "$HANDSEL_BIN" serve \
-      >"$work/server.log" 2>&1 &
-    server_pid=$!
-    for i in $(seq 1 150); do
-      kill -0 "$server_pid" 2>/dev/null || break
-      if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --http2-prior-knowledge \
-        "http://127.0.0.1:$port/readyz") == 200 ]]; then
-        return 0
-      fi
-      sleep 0.1
-    done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  done
-  cat "$work/server.log" >&2
-  echo "FAIL: the server did not become ready" >&2
-  exit 1
-}
-start_server
+hs_start_server /readyz HANDSEL_WORKERS=1
 url="http://127.0.0.1:$port"
 mkdir -p "$work/out"
 

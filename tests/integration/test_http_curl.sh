@@ -4,6 +4,8 @@
 #
 # Needs HANDSEL_BIN (ctest sets it); HANDSEL_TEST_TMP is where files go.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 : "${HANDSEL_BIN:?HANDSEL_BIN must name the handsel binary (run through ctest)}"
 tmp_root="${HANDSEL_TEST_TMP:-/tmp/handsel-test}"
@@ -42,37 +44,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>"$work/openssl.log" \
   || { cat "$work/openssl.log" >&2; exit 1; }
 
-# Starts the server on a free port; a port taken between the pick and the bind is retried.
-start_server() {
-  local attempt port
-  for attempt in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 40000))
-    HANDSEL_LISTEN="127.0.0.1:$port" HANDSEL_WORKERS=1 \
-      HANDSEL_TLS_CERT="$work/cert.pem" HANDSEL_TLS_KEY="$work/key.pem" \
-      "$HANDSEL_BIN" serve >"$work/server.log" 2>&1 &
-    server_pid=$!
-    local i
-    for i in $(seq 1 150); do
-      if ! kill -0 "$server_pid" 2>/dev/null; then
-        break
-      fi
-      if curl -s -o /dev/null --max-time 2 --http2-prior-knowledge \
-        "http://127.0.0.1:$port/healthz"; then
-        PORT=$port
-        return 0
-      fi
-      sleep 0.1
-    done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-  done
-  echo "FAIL: the server did not come up; its output:" >&2
-  cat "$work/server.log" >&2
-  return 1
-}
-
-start_server
+hs_start_server /healthz HANDSEL_WORKERS=1 HANDSEL_TLS_CERT="$work/cert.pem" \
+  HANDSEL_TLS_KEY="$work/key.pem"
+PORT=$port
 
 # curl, h2c with prior knowledge.
 out="$(curl -sS --max-time 10 --http2-prior-knowledge -o "$work/body1" \

@@ -6,6 +6,8 @@
 #
 # Needs HANDSEL_BIN and HANDSEL_DB (a migrated database; scripts/test provides both).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 : "${HANDSEL_BIN:?HANDSEL_BIN must name the handsel binary (run through ctest)}"
 : "${HANDSEL_DB:?HANDSEL_DB must be a migrated database (scripts/test sets it)}"
@@ -44,33 +46,9 @@ make_cert second "$work/second"
 cp "$work/first.crt" "$work/cert.pem"
 cp "$work/first.key" "$work/key.pem"
 
-start_server() {
-  local attempt
-  for attempt in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 40000))
-    HANDSEL_LISTEN="127.0.0.1:$port" HANDSEL_WORKERS=2 HANDSEL_DEV_AUTH=1 \
-      HANDSEL_DEBUG_ROUTES=1 HANDSEL_RATE_PER_S=2 HANDSEL_RATE_BURST=3 \
-      HANDSEL_MAX_CONNS_PER_IP=3 \
-      HANDSEL_TLS_CERT="$work/cert.pem" HANDSEL_TLS_KEY="$work/key.pem" \
-      "$HANDSEL_BIN" serve >"$work/server.log" 2>&1 &
-    server_pid=$!
-    local i
-    for i in $(seq 1 150); do
-      kill -0 "$server_pid" 2>/dev/null || break
-      if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --http2-prior-knowledge \
-        "http://127.0.0.1:$port/readyz") == 200 ]]; then
-        return 0
-      fi
-      sleep 0.1
-    done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  done
-  cat "$work/server.log" >&2
-  echo "FAIL: the server did not become ready" >&2
-  exit 1
-}
-start_server
+hs_start_server /readyz HANDSEL_WORKERS=2 HANDSEL_DEV_AUTH=1 HANDSEL_DEBUG_ROUTES=1 \
+  HANDSEL_RATE_PER_S=2 HANDSEL_RATE_BURST=3 HANDSEL_MAX_CONNS_PER_IP=3 \
+  HANDSEL_TLS_CERT="$work/cert.pem" HANDSEL_TLS_KEY="$work/key.pem"
 url="http://127.0.0.1:$port"
 as=(-H 'x-handsel-dev-brand: limits' -H 'x-handsel-dev-subject: alice' -H 'x-handsel-dev-role: author')
 
