@@ -380,7 +380,7 @@ static void start_new(sop_t *op, const char *version, const char *source, size_t
   live->evidence = hs_step_needs_evidence(res.step);
 
   hs_row_t row;
-  hs_row_init(&row);
+  hs_row_init(&row, HS_WRITE_SESSION);
   hs_row_str(&row, "id", op->id);
   hs_row_int(&row, "brand_id", op->who.brand_id);
   hs_row_str(&row, "process", op->process);
@@ -394,8 +394,7 @@ static void start_new(sop_t *op, const char *version, const char *source, size_t
   /* The row's start time is the engine's, so every copy of the session, replayed or not, says
    * the same started_at. */
   hs_row_int(&row, "started_ms", now);
-  rc = hs_commit_submit(hs_store_committer(op->store), HS_WRITE_SESSION, &row, on_session_committed,
-                        op, NULL);
+  rc = hs_commit_submit(hs_store_committer(op->store), &row, on_session_committed, op, NULL);
   hs_row_free(&row);
   if (rc != HS_OK) {
     hs_api_unavailable(req, rc == HS_ELIMIT ? "too many writes are waiting" : "not connected");
@@ -847,7 +846,6 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
                              &err);
   }
   hs_row_t row;
-  hs_row_init(&row);
   hs_write_kind_t kind;
   if (rc != HS_OK) {
     hs_buf_free(&data_mp);
@@ -887,6 +885,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     }
     op->answer = answer;
     kind = HS_WRITE_REJECTION;
+    hs_row_init(&row, kind);
     hs_row_str(&row, "session_id", live->id);
     hs_row_int(&row, "seq", op->seq);
     hs_row_str(&row, "device_time", time_or_null(op->at));
@@ -918,6 +917,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     op->live = live;
     live->busy = true;
     kind = HS_WRITE_COMPLETION;
+    hs_row_init(&row, kind);
     hs_row_str(&row, "session_id", live->id);
     hs_row_int(&row, "seq", op->seq);
     hs_row_bytes(&row, "digest", digest, 32);
@@ -936,7 +936,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
   }
   hs_buf_free(&data_mp);
   rc = hs_commit_submit(
-      hs_store_committer(op->store), kind, &row,
+      hs_store_committer(op->store), &row,
       kind == HS_WRITE_COMPLETION ? on_completion_committed : on_rejection_committed, op, NULL);
   hs_row_free(&row);
   if (rc != HS_OK) {
@@ -1198,7 +1198,7 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
     return;
   }
   hs_row_t row;
-  hs_row_init(&row);
+  hs_row_init(&row, HS_WRITE_FEEDBACK);
   hs_row_int(&row, "brand_id", who->brand_id);
   hs_row_str(&row, "session_id", op->id);
   hs_row_str(&row, "contractor_id", who->role == HS_ROLE_CONTRACTOR ? who->subject : NULL);
@@ -1208,8 +1208,7 @@ static void feedback_authorized(hs_req_t *req, const hs_principal_t *who) {
   }
   hs_row_str(&row, "comment", has_comment ? comment->as.str.ptr : NULL);
   hs_row_strs(&row, "tags", tag_list, n_tags);
-  int rc = hs_commit_submit(hs_store_committer(op->store), HS_WRITE_FEEDBACK, &row,
-                            on_feedback_committed, op, NULL);
+  int rc = hs_commit_submit(hs_store_committer(op->store), &row, on_feedback_committed, op, NULL);
   hs_row_free(&row);
   if (rc != HS_OK) {
     hs_api_unavailable(req, "the database is unavailable");

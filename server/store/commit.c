@@ -1,6 +1,6 @@
 #include "store/commit.h"
 
-#include <inttypes.h>
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,87 +10,144 @@
 enum {
   MAX_BATCH = 1024,   /* writes in one transaction */
   MAX_QUEUED = 16384, /* writes waiting for a transaction before we shed load */
+  MAX_PARAMS = HS_ROW_MAX_COLUMNS + 1,
+  KEEP_SCRATCH = 1 << 20, /* a column buffer larger than this is freed after its batch */
 };
 
-/* One statement per kind. Each takes $1, a JSON array of rows each carrying "i" (its index in
- * the batch), and returns the "i" of every row it inserted. Bytes travel base64-encoded. */
-static const char *const k_sql[HS_WRITE_KINDS] = {
+/* A column's type: how hs_row_* encode it, and the array type its parameter is cast to. */
+typedef enum col_type { COL_TEXT, COL_BYTEA, COL_INT2, COL_INT4, COL_INT8, COL_BOOL } col_type_t;
+
+static const struct {
+  const char *sql;   /* the parameter's array type */
+  uint32_t elem_oid; /* pg_type.oid of the element, which array_recv checks */
+} k_types[] = {
+    [COL_TEXT] = {"text[]", 25}, [COL_BYTEA] = {"bytea[]", 17}, [COL_INT2] = {"int2[]", 21},
+    [COL_INT4] = {"int4[]", 23}, [COL_INT8] = {"int8[]", 20},   [COL_BOOL] = {"bool[]", 16},
+};
+
+typedef struct column {
+  const char *name;
+  col_type_t type;
+} column_t;
+
+/* The columns of each kind, in the order hs_row_* must add them (a member left out is NULL).
+ * Every statement below sees them as the CTE `input`, with `i`, the write's index in its batch,
+ * first. A list of strings is one text column holding an array literal (`{"a","b"}`), since
+ * a parameter array cannot hold arrays of different lengths; the SQL casts it to text[]. */
+static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
+    [HS_WRITE_SESSION] = {{"id", COL_TEXT},
+                          {"brand_id", COL_INT8},
+                          {"process", COL_TEXT},
+                          {"version", COL_TEXT},
+                          {"contractor_id", COL_TEXT},
+                          {"ref", COL_TEXT},
+                          {"customer", COL_BYTEA},
+                          {"contractor", COL_BYTEA},
+                          {"seed", COL_INT8},
+                          {"events", COL_BYTEA},
+                          {"started_ms", COL_INT8}},
+    [HS_WRITE_COMPLETION] = {{"session_id", COL_TEXT},
+                             {"seq", COL_INT4},
+                             {"digest", COL_BYTEA},
+                             {"response", COL_BYTEA},
+                             {"events", COL_BYTEA},
+                             {"ended", COL_BOOL},
+                             {"device_time", COL_TEXT},
+                             {"brand_id", COL_INT8},
+                             {"process", COL_TEXT},
+                             {"version", COL_TEXT},
+                             {"step_id", COL_TEXT},
+                             {"contractor_id", COL_TEXT},
+                             {"data_digest", COL_BYTEA},
+                             {"data", COL_BYTEA},
+                             {"documents", COL_BYTEA},
+                             {"pii", COL_TEXT}},
+    [HS_WRITE_REJECTION] = {{"session_id", COL_TEXT},
+                            {"seq", COL_INT4},
+                            {"device_time", COL_TEXT},
+                            {"brand_id", COL_INT8},
+                            {"process", COL_TEXT},
+                            {"version", COL_TEXT},
+                            {"step_id", COL_TEXT},
+                            {"contractor_id", COL_TEXT},
+                            {"errors", COL_BYTEA},
+                            {"data_digest", COL_BYTEA},
+                            {"data", COL_BYTEA},
+                            {"documents", COL_BYTEA},
+                            {"pii", COL_TEXT}},
+    [HS_WRITE_FEEDBACK] = {{"brand_id", COL_INT8},
+                           {"session_id", COL_TEXT},
+                           {"contractor_id", COL_TEXT},
+                           {"source", COL_TEXT},
+                           {"rating", COL_INT2},
+                           {"comment", COL_TEXT},
+                           {"tags", COL_TEXT},
+                           {"step_seq", COL_INT4},
+                           {"digest", COL_BYTEA}},
+    [HS_WRITE_CONTENT] = {{"brand_id", COL_INT8},
+                          {"session_id", COL_TEXT},
+                          {"source", COL_TEXT},
+                          {"seq", COL_INT4},
+                          {"digest", COL_BYTEA},
+                          {"shown", COL_TEXT},
+                          {"reward", COL_TEXT}},
+};
+
+/* The rest of each statement after `WITH input AS (...),`; each returns the `i` of every row
+ * it inserted. */
+static const char *const k_body[HS_WRITE_KINDS] = {
     [HS_WRITE_SESSION] =
-        "WITH input AS ("
-        " SELECT * FROM json_to_recordset($1::json) AS t(i int, id text, brand_id bigint,"
-        " process text, version text, contractor_id text, ref text, customer text,"
-        " contractor text, seed bigint, events text, started_ms bigint)),"
         " s AS (INSERT INTO sessions (id, brand_id, process, version, contractor_id, ref,"
         " customer, contractor, seed, events, created_at)"
-        " SELECT id, brand_id, process, version, contractor_id, ref, decode(customer, 'base64'),"
-        " decode(contractor, 'base64'), seed, decode(events, 'base64'),"
-        " coalesce(to_timestamp(started_ms / 1000.0), now())"
+        " SELECT id, brand_id, process, version, contractor_id, ref, customer, contractor, seed,"
+        " events, coalesce(to_timestamp(started_ms / 1000.0), now())"
         " FROM input ON CONFLICT DO NOTHING RETURNING id)"
         " SELECT i FROM input JOIN s USING (id)",
     [HS_WRITE_COMPLETION] =
-        "WITH input AS ("
-        " SELECT * FROM json_to_recordset($1::json) AS t(i int, session_id text, seq int,"
-        " digest text, response text, events text, ended boolean, device_time timestamptz,"
-        " brand_id bigint, process text, version text, step_id text, contractor_id text,"
-        " data_digest text, data text, documents text, pii text[])),"
         " c AS (INSERT INTO step_completions (session_id, seq, digest, response, events, ended,"
-        " device_time) SELECT session_id, seq, decode(digest, 'base64'),"
-        " decode(response, 'base64'), decode(events, 'base64'), ended, device_time FROM input"
-        " ON CONFLICT DO NOTHING RETURNING session_id, seq),"
+        " device_time) SELECT session_id, seq, digest, response, events, ended,"
+        " device_time::timestamptz FROM input ON CONFLICT DO NOTHING RETURNING session_id, seq),"
         " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
         " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
         " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
-        " device_time, 'accepted', NULL, decode(data_digest, 'base64'), decode(data, 'base64'),"
-        " decode(documents, 'base64'), pii FROM input JOIN c USING (session_id, seq)),"
+        " device_time::timestamptz, 'accepted', NULL, data_digest, data, documents, pii::text[]"
+        " FROM input JOIN c USING (session_id, seq)),"
         /* One notification per 100 completions, not one each: a payload stays under the
            8000-byte limit, and the listeners' work shrinks with the batch. */
         " n AS (SELECT pg_notify('handsel_session', string_agg(session_id || ' ' || seq, ','))"
         " FROM (SELECT session_id, seq, (row_number() OVER ()) / 100 AS g FROM c) x GROUP BY g)"
         " SELECT i FROM input JOIN c USING (session_id, seq) WHERE (SELECT count(*) FROM n) >= 0",
     [HS_WRITE_REJECTION] =
-        "WITH input AS ("
-        " SELECT * FROM json_to_recordset($1::json) AS t(i int, session_id text, seq int,"
-        " device_time timestamptz, brand_id bigint, process text, version text, step_id text,"
-        " contractor_id text, errors text, data_digest text, data text, documents text,"
-        " pii text[])),"
         " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
         " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
         " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
-        " device_time, 'rejected', decode(errors, 'base64'), decode(data_digest, 'base64'),"
-        " decode(data, 'base64'), decode(documents, 'base64'), pii FROM input"
-        " RETURNING session_id)"
+        " device_time::timestamptz, 'rejected', errors, data_digest, data, documents,"
+        " pii::text[] FROM input RETURNING session_id)"
         " SELECT i FROM input",
     [HS_WRITE_FEEDBACK] =
-        "WITH input AS ("
-        " SELECT * FROM json_to_recordset($1::json) AS t(i int, brand_id bigint,"
-        " session_id text, contractor_id text, source text, rating smallint, comment text,"
-        " tags text[], step_seq int, digest text)),"
         /* A rating given on a step of the process is stored only with the completion that
            carried it (the same digest), once. */
-        " f AS (INSERT INTO feedback (brand_id, session_id, source, rating, comment, tags,"
-        " step_seq) SELECT input.brand_id, session_id, source, rating, comment,"
-        " coalesce(tags, '{}'), step_seq"
-        " FROM input JOIN sessions s ON s.id = input.session_id AND s.brand_id = input.brand_id"
-        " AND (input.contractor_id IS NULL OR s.contractor_id = input.contractor_id)"
-        " WHERE input.step_seq IS NULL OR EXISTS (SELECT 1 FROM step_completions c"
-        " WHERE c.session_id = input.session_id AND c.seq = input.step_seq"
-        " AND c.digest = decode(input.digest, 'base64'))"
-        " ON CONFLICT DO NOTHING RETURNING session_id)"
-        " SELECT i FROM input WHERE session_id IN (SELECT session_id FROM f)",
+    " f AS (INSERT INTO feedback (brand_id, session_id, source, rating, comment, tags,"
+    " step_seq) SELECT input.brand_id, session_id, source, rating, comment,"
+    " coalesce(tags::text[], '{}'), step_seq"
+    " FROM input JOIN sessions s ON s.id = input.session_id AND s.brand_id = input.brand_id"
+    " AND (input.contractor_id IS NULL OR s.contractor_id = input.contractor_id)"
+    " WHERE input.step_seq IS NULL OR EXISTS (SELECT 1 FROM step_completions c"
+    " WHERE c.session_id = input.session_id AND c.seq = input.step_seq"
+    " AND c.digest = input.digest)"
+    " ON CONFLICT DO NOTHING RETURNING session_id)"
+    " SELECT i FROM input WHERE session_id IN (SELECT session_id FROM f)",
     /* Content learning. A row applies only when the write it follows committed: its session
        (source start), its completion with the same digest (completion), or a customer's
        rating of 4 or more (feedback). The counters are updated last, in key order, after every
        insert above them finished (the sort reads all its input first), so two batches never wait on
        each other's counters in opposite orders. */
     [HS_WRITE_CONTENT] =
-        "WITH input AS ("
-        " SELECT * FROM json_to_recordset($1::json) AS t(i int, brand_id bigint,"
-        " session_id text, source text, seq int, digest text, shown text, reward text)),"
         " g AS (SELECT input.*, s.process FROM input JOIN sessions s ON s.id = input.session_id"
         " AND s.brand_id = input.brand_id WHERE input.source = 'start'"
         " OR (input.source = 'completion' AND EXISTS (SELECT 1 FROM step_completions c"
         " WHERE c.session_id = input.session_id AND c.seq = input.seq"
-        " AND c.digest = decode(input.digest, 'base64')))"
+        " AND c.digest = input.digest))"
         " OR (input.source = 'feedback' AND EXISTS (SELECT 1 FROM feedback f"
         " WHERE f.session_id = input.session_id AND f.source = 'customer'"
         " AND f.rating >= 4))),"
@@ -120,14 +177,34 @@ static const char *const k_sql[HS_WRITE_KINDS] = {
         " RETURNING 1)"
         " SELECT i FROM g WHERE (SELECT count(*) FROM u) >= 0",
 };
+
+/* Completions first try without ON CONFLICT. A completion's key almost never exists already
+ * (this node checked its own copy of the session first), and checking for a conflict before
+ * each insert was a tenth of PostgreSQL's work per completion. When one does exist (another
+ * node's copy was ahead, or a retry raced its original) the batch fails with a unique
+ * violation, nothing of it is kept, and the same batch goes again with the statement above. */
+static const char *const k_completion_optimistic =
+    " c AS (INSERT INTO step_completions (session_id, seq, digest, response, events, ended,"
+    " device_time) SELECT session_id, seq, digest, response, events, ended,"
+    " device_time::timestamptz FROM input),"
+    " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
+    " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
+    " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
+    " device_time::timestamptz, 'accepted', NULL, data_digest, data, documents, pii::text[]"
+    " FROM input),"
+    " n AS (SELECT pg_notify('handsel_session', string_agg(session_id || ' ' || seq, ','))"
+    " FROM (SELECT session_id, seq, (row_number() OVER ()) / 100 AS g FROM input) x GROUP BY g)"
+    " SELECT i FROM input WHERE (SELECT count(*) FROM n) >= 0";
+
 static const char *const k_names[HS_WRITE_KINDS] = {"hs_commit_session", "hs_commit_completion",
                                                     "hs_commit_rejection", "hs_commit_feedback",
                                                     "hs_commit_content"};
+static const char *const k_optimistic_name = "hs_commit_completion_optimistic";
 
 struct hs_write {
   hs_write_t *next;
   hs_write_kind_t kind;
-  hs_buf_t row;   /* owned: the row's members as JSON text */
+  hs_buf_t cells; /* owned: the row's values (hs_row_t.cells) */
   hs_write_cb cb; /* NULL once cancelled */
   void *ctx;
   bool inserted;
@@ -135,6 +212,7 @@ struct hs_write {
 
 typedef struct batch {
   hs_committer_t *c;
+  bool careful; /* completions go with ON CONFLICT (the optimistic attempt conflicted) */
   size_t n;
   hs_write_t *items[]; /* owned: n of them */
 } batch_t;
@@ -148,9 +226,15 @@ struct hs_committer {
   batch_t *inflight; /* the transaction in flight, or NULL */
   bool freeing;
   hs_commit_stats_t stats;
+  char *sql[HS_WRITE_KINDS]; /* owned: each kind's whole statement */
+  char *sql_optimistic;      /* owned */
+  /* owned: one parameter array per column per kind, rebuilt for every batch (libpq copies
+     them when the batch is sent, so they are reused) */
+  hs_buf_t params[HS_WRITE_KINDS][MAX_PARAMS];
 };
 
 static void flush(hs_committer_t *c);
+static void on_batch_done(void *ctx, const hs_db_result_t *res);
 
 static void on_check(uv_check_t *h) {
   hs_committer_t *c = h->data;
@@ -158,10 +242,62 @@ static void on_check(uv_check_t *h) {
   flush(c);
 }
 
+static size_t n_columns(hs_write_kind_t kind) {
+  size_t n = 0;
+  while (k_columns[kind][n].name != NULL) {
+    n++;
+  }
+  return n;
+}
+
+/* `WITH input AS (SELECT * FROM unnest($1::int4[], $2::<type>[], ...) AS t(i, <names>...)),`
+ * followed by body. Returns NULL when out of memory. */
+static char *statement(hs_write_kind_t kind, const char *body) {
+  hs_buf_t sql;
+  hs_buf_init(&sql, 0);
+  int rc = hs_buf_puts(&sql, "WITH input AS (SELECT * FROM unnest($1::int4[]");
+  size_t n = n_columns(kind);
+  for (size_t k = 0; k < n; k++) {
+    rc |= hs_buf_printf(&sql, ", $%zu::%s", k + 2, k_types[k_columns[kind][k].type].sql);
+  }
+  rc |= hs_buf_puts(&sql, ") AS t(i");
+  for (size_t k = 0; k < n; k++) {
+    rc |= hs_buf_printf(&sql, ", %s", k_columns[kind][k].name);
+  }
+  rc |= hs_buf_puts(&sql, ")),");
+  rc |= hs_buf_append(&sql, body, strlen(body) + 1); /* with its NUL */
+  if (rc != HS_OK) {
+    hs_buf_free(&sql);
+    return NULL;
+  }
+  return (char *)hs_buf_release(&sql, NULL);
+}
+
+static void committer_free(hs_committer_t *c) {
+  for (int k = 0; k < HS_WRITE_KINDS; k++) {
+    free(c->sql[k]);
+    for (int p = 0; p < MAX_PARAMS; p++) {
+      hs_buf_free(&c->params[k][p]);
+    }
+  }
+  free(c->sql_optimistic);
+  free(c);
+}
+
 int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *metrics,
                      hs_committer_t **out) {
   hs_committer_t *c = calloc(1, sizeof *c);
   if (c == NULL) {
+    return HS_ENOMEM;
+  }
+  bool ok = true;
+  for (int k = 0; k < HS_WRITE_KINDS; k++) {
+    c->sql[k] = statement(k, k_body[k]);
+    ok = ok && c->sql[k] != NULL;
+  }
+  c->sql_optimistic = statement(HS_WRITE_COMPLETION, k_completion_optimistic);
+  if (!ok || c->sql_optimistic == NULL) {
+    committer_free(c);
     return HS_ENOMEM;
   }
   c->pool = pool;
@@ -176,12 +312,12 @@ static void finish(hs_write_t *w, int status) {
   if (w->cb != NULL) {
     w->cb(w->ctx, status, w->inserted);
   }
-  hs_buf_free(&w->row);
+  hs_buf_free(&w->cells);
   free(w);
 }
 
 static void on_closed(uv_handle_t *h) {
-  free(h->data);
+  committer_free(h->data);
 }
 
 void hs_committer_close(hs_committer_t *c) {
@@ -199,10 +335,138 @@ void hs_committer_close(hs_committer_t *c) {
   uv_close((uv_handle_t *)&c->check, on_closed);
 }
 
+static void put_be32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Starts every parameter array of kind: PostgreSQL's binary array format, one dimension whose
+ * length is patched in once the batch is complete (array_recv in arrayfuncs.c). */
+static int params_start(hs_committer_t *c, hs_write_kind_t kind) {
+  size_t n = n_columns(kind);
+  int rc = HS_OK;
+  for (size_t p = 0; p <= n; p++) {
+    hs_buf_t *a = &c->params[kind][p];
+    a->len = 0;
+    uint8_t head[20];
+    put_be32(head, 1);     /* dimensions */
+    put_be32(head + 4, 1); /* may hold NULLs; PostgreSQL looks at each element anyway */
+    put_be32(head + 8,
+             p == 0 ? k_types[COL_INT4].elem_oid : k_types[k_columns[kind][p - 1].type].elem_oid);
+    put_be32(head + 12, 0); /* the length, patched */
+    put_be32(head + 16, 1); /* lower bound */
+    rc |= hs_buf_append(a, head, sizeof head);
+  }
+  return rc;
+}
+
+/* Adds write w, number i of its batch, to its kind's arrays: its index, then each cell. The
+ * cells are already array elements (length, bytes), so this only copies. */
+static int params_add(hs_committer_t *c, const hs_write_t *w, size_t i) {
+  hs_buf_t *params = c->params[w->kind];
+  uint8_t elem[8];
+  put_be32(elem, 4);
+  put_be32(elem + 4, (uint32_t)i);
+  int rc = hs_buf_append(&params[0], elem, sizeof elem);
+  const uint8_t *p = w->cells.data;
+  const uint8_t *end = p + w->cells.len;
+  for (size_t k = 1; p < end; k++) {
+    uint32_t len = get_be32(p);
+    size_t size = 4 + (len == UINT32_MAX ? 0 : len); /* -1: NULL, no bytes */
+    rc |= hs_buf_append(&params[k], p, size);
+    p += size;
+  }
+  return rc;
+}
+
+static void params_end(hs_committer_t *c, hs_write_kind_t kind, size_t rows) {
+  size_t n = n_columns(kind);
+  for (size_t p = 0; p <= n; p++) {
+    put_be32(c->params[kind][p].data + 12, (uint32_t)rows);
+  }
+}
+
+/* A big batch's arrays are not kept around afterwards. */
+static void params_trim(hs_committer_t *c) {
+  for (int k = 0; k < HS_WRITE_KINDS; k++) {
+    for (int p = 0; p < MAX_PARAMS; p++) {
+      if (c->params[k][p].cap > KEEP_SCRATCH) {
+        hs_buf_free(&c->params[k][p]);
+      }
+    }
+  }
+}
+
+/* Sends batch b as one transaction: one statement per kind present. */
+static int send_batch(hs_committer_t *c, batch_t *b) {
+  size_t rows[HS_WRITE_KINDS] = {0};
+  for (size_t i = 0; i < b->n; i++) {
+    rows[b->items[i]->kind]++;
+  }
+  int rc = HS_OK;
+  for (int k = 0; k < HS_WRITE_KINDS; k++) {
+    if (rows[k] > 0) {
+      rc |= params_start(c, k);
+    }
+  }
+  for (size_t i = 0; i < b->n; i++) {
+    rc |= params_add(c, b->items[i], i);
+  }
+  if (rc != HS_OK) {
+    params_trim(c);
+    return HS_ENOMEM;
+  }
+  hs_db_stmt_t stmts[HS_WRITE_KINDS];
+  const char *values[HS_WRITE_KINDS][MAX_PARAMS];
+  int lengths[HS_WRITE_KINDS][MAX_PARAMS];
+  int formats[MAX_PARAMS];
+  for (size_t p = 0; p < MAX_PARAMS; p++) {
+    formats[p] = 1; /* binary */
+  }
+  size_t n = 0;
+  for (int k = 0; k < HS_WRITE_KINDS; k++) {
+    if (rows[k] == 0) {
+      continue;
+    }
+    params_end(c, k, rows[k]);
+    size_t n_params = n_columns(k) + 1;
+    for (size_t p = 0; p < n_params; p++) {
+      values[k][p] = (const char *)c->params[k][p].data;
+      lengths[k][p] = (int)c->params[k][p].len;
+    }
+    bool optimistic = k == HS_WRITE_COMPLETION && !b->careful;
+    stmts[n++] = (hs_db_stmt_t){.name = optimistic ? k_optimistic_name : k_names[k],
+                                .sql = optimistic ? c->sql_optimistic : c->sql[k],
+                                .n_params = (int)n_params,
+                                .values = values[k],
+                                .lengths = lengths[k],
+                                .formats = formats};
+  }
+  rc = hs_db_exec(c->pool, stmts, n, on_batch_done, b, NULL);
+  params_trim(c);
+  return rc;
+}
+
 static void on_batch_done(void *ctx, const hs_db_result_t *res) {
   batch_t *b = ctx;
   hs_committer_t *c = b->c;
-  if (res->status == HS_OK) {
+  int status = res->status == HS_OK ? HS_OK : res->status == HS_EUNAVAIL ? HS_EUNAVAIL : HS_EIO;
+  if (status == HS_EIO && !b->careful && c != NULL && !c->freeing &&
+      strcmp(res->sqlstate, "23505") == 0) {
+    /* A completion's key exists already: nothing of the batch was kept. Again, carefully. */
+    b->careful = true;
+    int rc = send_batch(c, b);
+    if (rc == HS_OK) {
+      return;
+    }
+    status = rc == HS_ENOMEM ? HS_EIO : HS_EUNAVAIL;
+  } else if (status == HS_OK) {
     for (size_t r = 0; r < res->n_results; r++) {
       PGresult *pr = res->results[r];
       int rows = pr != NULL ? PQntuples(pr) : 0;
@@ -214,7 +478,6 @@ static void on_batch_done(void *ctx, const hs_db_result_t *res) {
       }
     }
   }
-  int status = res->status == HS_OK ? HS_OK : res->status == HS_EUNAVAIL ? HS_EUNAVAIL : HS_EIO;
   if (c != NULL) {
     c->inflight = NULL;
     c->stats.batches++;
@@ -243,46 +506,19 @@ static void flush(hs_committer_t *c) {
     return;
   }
   b->c = c;
+  b->careful = false;
   b->n = 0;
-  hs_buf_t arrays[HS_WRITE_KINDS];
-  for (int k = 0; k < HS_WRITE_KINDS; k++) {
-    hs_buf_init(&arrays[k], 0);
-  }
-  int rc = HS_OK;
   while (c->head != NULL && b->n < cap) {
     hs_write_t *w = c->head;
     c->head = w->next;
     c->n_queued--;
     w->next = NULL;
-    hs_buf_t *a = &arrays[w->kind];
-    rc |= hs_buf_append(a, a->len == 0 ? "[{\"i\":" : ",{\"i\":", 6);
-    rc |= hs_buf_put_int(a, (int64_t)b->n);
-    if (w->row.len > 0) {
-      rc |= hs_buf_append(a, ",", 1);
-    }
-    rc |= hs_buf_append(a, w->row.data, w->row.len);
-    rc |= hs_buf_append(a, "}", 1);
     b->items[b->n++] = w;
   }
   if (c->head == NULL) {
     c->tail = NULL;
   }
-  hs_db_stmt_t stmts[HS_WRITE_KINDS];
-  const char *values[HS_WRITE_KINDS][1];
-  size_t n = 0;
-  for (int k = 0; k < HS_WRITE_KINDS; k++) {
-    if (arrays[k].len == 0) {
-      continue;
-    }
-    rc |= hs_buf_append(&arrays[k], "]", 2); /* with the NUL libpq wants */
-    values[k][0] = (const char *)arrays[k].data;
-    stmts[n++] =
-        (hs_db_stmt_t){.name = k_names[k], .sql = k_sql[k], .n_params = 1, .values = values[k]};
-  }
-  rc = rc == HS_OK ? hs_db_exec(c->pool, stmts, n, on_batch_done, b, NULL) : HS_ENOMEM;
-  for (int k = 0; k < HS_WRITE_KINDS; k++) {
-    hs_buf_free(&arrays[k]);
-  }
+  int rc = send_batch(c, b);
   if (rc == HS_OK) {
     c->inflight = b;
     return;
@@ -297,95 +533,165 @@ static void flush(hs_committer_t *c) {
 
 /* ------------------------------------------------------------ rows */
 
-void hs_row_init(hs_row_t *r) {
-  hs_buf_init(&r->text, 0);
+void hs_row_init(hs_row_t *r, hs_write_kind_t kind) {
+  hs_buf_init(&r->cells, 0);
   r->rc = HS_OK;
+  r->kind = kind;
+  r->next = 0;
 }
 
 void hs_row_free(hs_row_t *r) {
-  hs_buf_free(&r->text);
+  hs_buf_free(&r->cells);
 }
 
-/* Starts a member: a comma after the previous one, then the key (a literal: never escaped). */
-static bool row_key(hs_row_t *r, const char *key) {
+static void put_length(hs_row_t *r, uint32_t len) {
+  uint8_t p[4];
+  put_be32(p, len);
+  r->rc = hs_buf_append(&r->cells, p, 4);
+}
+
+/* Moves to the column named key, leaving NULL in every column it passes. Returns false (and
+ * fails the row) when key is not a later column of the row's kind of the expected type: the
+ * calls must follow k_columns. */
+static bool row_column(hs_row_t *r, const char *key, col_type_t type) {
   if (r->rc != HS_OK) {
     return false;
   }
-  size_t n = strlen(key);
-  r->rc = hs_buf_reserve(&r->text, n + 4);
-  if (r->rc == HS_OK) {
-    if (r->text.len > 0) {
-      r->text.data[r->text.len++] = ',';
-    }
-    r->text.data[r->text.len++] = '"';
-    memcpy(r->text.data + r->text.len, key, n);
-    r->text.len += n;
-    r->text.data[r->text.len++] = '"';
-    r->text.data[r->text.len++] = ':';
+  const column_t *cols = k_columns[r->kind];
+  while (cols[r->next].name != NULL && strcmp(cols[r->next].name, key) != 0) {
+    put_length(r, UINT32_MAX);
+    r->next++;
   }
+  bool ok = cols[r->next].name != NULL &&
+            (cols[r->next].type == type || (type == COL_INT8 && cols[r->next].type <= COL_INT8 &&
+                                            cols[r->next].type >= COL_INT2));
+  assert(ok && "hs_row_*: a column out of order, unknown, or of another type");
+  if (!ok) {
+    r->rc = r->rc == HS_OK ? HS_EINVAL : r->rc;
+    return false;
+  }
+  r->next++;
   return r->rc == HS_OK;
 }
 
+static void put_cell(hs_row_t *r, const void *p, size_t n) {
+  if (n > INT32_MAX) {
+    r->rc = HS_ELIMIT;
+    return;
+  }
+  put_length(r, (uint32_t)n);
+  r->rc = r->rc == HS_OK ? hs_buf_append(&r->cells, p, n) : r->rc;
+}
+
+/* Text must be UTF-8: PostgreSQL refuses anything else, and would fail the whole batch. */
+static bool utf8(hs_row_t *r, const char *s, size_t n) {
+  if (hs_utf8_check((const uint8_t *)s, n) != n) {
+    r->rc = HS_EINVAL;
+    return false;
+  }
+  return true;
+}
+
 void hs_row_str(hs_row_t *r, const char *key, const char *s) {
-  if (row_key(r, key)) {
-    r->rc = s != NULL ? hs_json_put_string(&r->text, s, strlen(s)) : hs_buf_puts(&r->text, "null");
+  if (!row_column(r, key, COL_TEXT)) {
+    return;
+  }
+  if (s == NULL) {
+    put_length(r, UINT32_MAX);
+    return;
+  }
+  size_t n = strlen(s);
+  if (utf8(r, s, n)) {
+    put_cell(r, s, n);
   }
 }
 
 void hs_row_int(hs_row_t *r, const char *key, int64_t v) {
-  if (row_key(r, key)) {
-    r->rc = hs_buf_put_int(&r->text, v);
+  if (!row_column(r, key, COL_INT8)) {
+    return;
   }
+  col_type_t type = k_columns[r->kind][r->next - 1].type;
+  size_t width = type == COL_INT2 ? 2 : type == COL_INT4 ? 4 : 8;
+  if (width < 8 && (v < -(INT64_C(1) << (8 * width - 1)) || v >= INT64_C(1) << (8 * width - 1))) {
+    r->rc = HS_EINVAL; /* would not fit its column */
+    return;
+  }
+  uint8_t be[8];
+  for (size_t k = 0; k < width; k++) {
+    be[k] = (uint8_t)((uint64_t)v >> (8 * (width - 1 - k)));
+  }
+  put_cell(r, be, width);
 }
 
 void hs_row_bool(hs_row_t *r, const char *key, bool v) {
-  if (row_key(r, key)) {
-    r->rc = hs_buf_puts(&r->text, v ? "true" : "false");
+  if (row_column(r, key, COL_BOOL)) {
+    uint8_t b = v ? 1 : 0;
+    put_cell(r, &b, 1);
   }
 }
 
 void hs_row_bytes(hs_row_t *r, const char *key, const void *p, size_t n) {
-  if (row_key(r, key)) {
-    /* base64 needs no escaping */
-    r->rc = hs_buf_append(&r->text, "\"", 1);
-    r->rc = r->rc == HS_OK ? hs_base64_encode(p, n, &r->text) : r->rc;
-    r->rc = r->rc == HS_OK ? hs_buf_append(&r->text, "\"", 1) : r->rc;
+  if (row_column(r, key, COL_BYTEA)) {
+    put_cell(r, p, n);
   }
 }
 
 void hs_row_msgpack(hs_row_t *r, const char *key, const hs_value_t *v) {
-  if (r->rc != HS_OK) {
+  if (!row_column(r, key, COL_BYTEA)) {
     return;
   }
-  hs_buf_t mp;
-  hs_buf_init(&mp, 0);
-  int rc = hs_msgpack_encode(v, &mp);
-  if (rc == HS_OK) {
-    hs_row_bytes(r, key, mp.data, mp.len);
-  } else {
-    r->rc = rc;
+  /* Encoded in place, its length written in front once known. */
+  size_t at = r->cells.len;
+  put_length(r, 0);
+  r->rc = r->rc == HS_OK ? hs_msgpack_encode(v, &r->cells) : r->rc;
+  if (r->rc == HS_OK) {
+    size_t n = r->cells.len - at - 4;
+    if (n > INT32_MAX) {
+      r->rc = HS_ELIMIT;
+      return;
+    }
+    put_be32(r->cells.data + at, (uint32_t)n);
   }
-  hs_buf_free(&mp);
 }
 
+/* An array literal: every element double-quoted, with `"` and `\` escaped (array_in). */
 void hs_row_strs(hs_row_t *r, const char *key, const char *const *items, size_t n) {
-  if (!row_key(r, key)) {
+  if (!row_column(r, key, COL_TEXT)) {
     return;
   }
-  r->rc = hs_buf_append(&r->text, "[", 1);
-  for (size_t i = 0; r->rc == HS_OK && i < n; i++) {
-    if (i > 0) {
-      r->rc = hs_buf_append(&r->text, ",", 1);
+  size_t at = r->cells.len;
+  put_length(r, 0);
+  int rc = r->rc;
+  rc |= hs_buf_append(&r->cells, "{", 1);
+  for (size_t i = 0; rc == HS_OK && i < n; i++) {
+    size_t len = strlen(items[i]);
+    if (!utf8(r, items[i], len)) {
+      return;
     }
-    if (r->rc == HS_OK) {
-      r->rc = hs_json_put_string(&r->text, items[i], strlen(items[i]));
+    rc |= hs_buf_append(&r->cells, i > 0 ? ",\"" : "\"", i > 0 ? 2 : 1);
+    for (size_t k = 0; k < len; k++) {
+      char ch = items[i][k];
+      if (ch == '"' || ch == '\\') {
+        rc |= hs_buf_append(&r->cells, "\\", 1);
+      }
+      rc |= hs_buf_append(&r->cells, &ch, 1);
     }
+    rc |= hs_buf_append(&r->cells, "\"", 1);
   }
-  r->rc = r->rc == HS_OK ? hs_buf_append(&r->text, "]", 1) : r->rc;
+  rc |= hs_buf_append(&r->cells, "}", 1);
+  r->rc = rc != HS_OK ? HS_ENOMEM : HS_OK;
+  if (r->rc == HS_OK) {
+    put_be32(r->cells.data + at, (uint32_t)(r->cells.len - at - 4));
+  }
 }
 
-int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, hs_row_t *row, hs_write_cb cb,
-                     void *ctx, hs_write_t **out) {
+int hs_commit_submit(hs_committer_t *c, hs_row_t *row, hs_write_cb cb, void *ctx,
+                     hs_write_t **out) {
+  /* The columns not given are NULL. */
+  while (row->rc == HS_OK && k_columns[row->kind][row->next].name != NULL) {
+    put_length(row, UINT32_MAX);
+    row->next++;
+  }
   if (row->rc != HS_OK) {
     return row->rc;
   }
@@ -399,9 +705,9 @@ int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, hs_row_t *row, hs_
   if (w == NULL) {
     return HS_ENOMEM;
   }
-  w->kind = kind;
-  w->row = row->text; /* the text moves to the write */
-  hs_buf_init(&row->text, 0);
+  w->kind = row->kind;
+  w->cells = row->cells; /* the cells move to the write */
+  hs_buf_init(&row->cells, 0);
   w->cb = cb;
   w->ctx = ctx;
   if (c->tail != NULL) {

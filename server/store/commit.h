@@ -1,7 +1,8 @@
 /* Group commit. Writes that arrive while a commit is in flight wait, and go together in the
  * next one: one transaction, one round trip, one WAL flush for all of them (SPEC §5). Each kind
- * of write is one statement for the whole batch: its rows travel as one JSON array parameter
- * that PostgreSQL unpacks with json_to_recordset.
+ * of write is one statement for the whole batch: each column travels as one array parameter in
+ * PostgreSQL's binary format, which the statement unnests. Nothing is parsed on either side:
+ * a row's values are kept as array elements from the start, and a batch only copies them.
  *
  * A write's callback runs once its transaction committed (synchronous_commit on), so a 200
  * sent from it is durable. Writes are idempotent by key: a row whose key exists already is
@@ -44,29 +45,36 @@ int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *me
  * A transaction in flight still calls back when the pool finishes it (close the pool after). */
 void hs_committer_close(hs_committer_t *c);
 
-/* One row: the members of a JSON object, written as they are added. Every string is checked
- * to be UTF-8, so one bad value can only fail its own row, never the batch it would join. The
- * first failure sticks in rc and later additions do nothing. */
+enum { HS_ROW_MAX_COLUMNS = 16 };
+
+/* One row of a kind's columns (listed in commit.c), added in their order by name; a column
+ * skipped, or left out at the end, is NULL. Every string is checked to be UTF-8 and every
+ * integer to fit its column, so one bad value can only fail its own row, never the batch it
+ * would join. The first failure sticks in rc and later additions do nothing. A name out of
+ * order, unknown, or of the wrong type is a bug: it asserts, and fails the row. */
 typedef struct hs_row {
-  hs_buf_t text; /* owned: `"key":value,...` without braces */
-  int rc;        /* HS_OK, HS_EINVAL (not UTF-8) or HS_ENOMEM */
+  hs_buf_t cells; /* owned: one binary array element per column so far (int32 length, -1 for
+                     NULL, then the bytes) */
+  int rc;         /* HS_OK, HS_EINVAL (not UTF-8, out of range), HS_ELIMIT or HS_ENOMEM */
+  hs_write_kind_t kind;
+  unsigned next; /* the next column */
 } hs_row_t;
 
-void hs_row_init(hs_row_t *r);
+void hs_row_init(hs_row_t *r, hs_write_kind_t kind);
 void hs_row_free(hs_row_t *r);
-void hs_row_str(hs_row_t *r, const char *key, const char *s); /* s NULL: null */
-void hs_row_int(hs_row_t *r, const char *key, int64_t v);
+void hs_row_str(hs_row_t *r, const char *key, const char *s); /* s NULL: NULL */
+void hs_row_int(hs_row_t *r, const char *key, int64_t v);     /* an int2, int4 or int8 column */
 void hs_row_bool(hs_row_t *r, const char *key, bool v);
-void hs_row_bytes(hs_row_t *r, const char *key, const void *p, size_t n); /* as base64 */
-void hs_row_msgpack(hs_row_t *r, const char *key, const hs_value_t *v);   /* base64 of msgpack */
-void hs_row_strs(hs_row_t *r, const char *key, const char *const *items, size_t n); /* [..] */
+void hs_row_bytes(hs_row_t *r, const char *key, const void *p, size_t n);
+void hs_row_msgpack(hs_row_t *r, const char *key, const hs_value_t *v); /* its msgpack bytes */
+/* A text column holding a PostgreSQL array literal, which the statement casts to text[]. */
+void hs_row_strs(hs_row_t *r, const char *key, const char *const *items, size_t n);
 
-/* Queues a row with the columns of its kind, taking its text (the row is left empty and may
- * be freed or reused). On success cb is called exactly once, later from the loop, unless
- * cancelled. Fails with the row's own rc when building it failed, and with HS_ELIMIT when too
- * many writes wait (the database is not keeping up): answer 503. */
-int hs_commit_submit(hs_committer_t *c, hs_write_kind_t kind, hs_row_t *row, hs_write_cb cb,
-                     void *ctx, hs_write_t **out);
+/* Queues the row, taking its cells (the row is left empty and may be freed). On success cb is
+ * called exactly once, later from the loop, unless cancelled. Fails with the row's own rc when
+ * building it failed, and with HS_ELIMIT when too many writes wait (the database is not
+ * keeping up): answer 503. */
+int hs_commit_submit(hs_committer_t *c, hs_row_t *row, hs_write_cb cb, void *ctx, hs_write_t **out);
 
 /* The request that waited is gone: cb will not be called. The write itself still happens. */
 void hs_write_cancel(hs_write_t *w);

@@ -70,8 +70,8 @@ static int collect(hs_process_t *proc, const hs_value_t *events, hs_buf_t *out, 
   return rc;
 }
 
-static void submit(hs_committer_t *c, hs_write_kind_t kind, hs_row_t *row, const char *session_id) {
-  int rc = hs_commit_submit(c, kind, row, NULL, NULL, NULL);
+static void submit(hs_committer_t *c, hs_row_t *row, const char *session_id) {
+  int rc = hs_commit_submit(c, row, NULL, NULL, NULL);
   if (rc != HS_OK) {
     hs_log(HS_LOG_WARN, "content_not_recorded", "{s:s, s:s}", "session", session_id, "error",
            hs_status_name(rc));
@@ -90,7 +90,7 @@ void hs_content_record(hs_committer_t *c, hs_process_t *proc, int64_t brand_id,
   rc |= hs_buf_append(&shown, "]", 2); /* with a NUL: it travels as a string */
   hs_row_t row;
   if (rating > 0 && digest != NULL) {
-    hs_row_init(&row);
+    hs_row_init(&row, HS_WRITE_FEEDBACK);
     hs_row_int(&row, "brand_id", brand_id);
     hs_row_str(&row, "session_id", session_id);
     hs_row_str(&row, "contractor_id", NULL);
@@ -100,12 +100,12 @@ void hs_content_record(hs_committer_t *c, hs_process_t *proc, int64_t brand_id,
     hs_row_strs(&row, "tags", NULL, 0);
     hs_row_int(&row, "step_seq", seq);
     hs_row_bytes(&row, "digest", digest, 32);
-    submit(c, HS_WRITE_FEEDBACK, &row, session_id);
+    submit(c, &row, session_id);
     hs_row_free(&row);
   }
   const char *reward = goal ? "goal" : rating >= 4 ? "feedback" : NULL;
   if (rc == HS_OK && (n_shown > 0 || reward != NULL)) {
-    hs_row_init(&row);
+    hs_row_init(&row, HS_WRITE_CONTENT);
     hs_row_int(&row, "brand_id", brand_id);
     hs_row_str(&row, "session_id", session_id);
     hs_row_str(&row, "source", digest != NULL ? "completion" : "start");
@@ -115,7 +115,7 @@ void hs_content_record(hs_committer_t *c, hs_process_t *proc, int64_t brand_id,
     }
     hs_row_str(&row, "shown", n_shown > 0 ? (const char *)shown.data : NULL);
     hs_row_str(&row, "reward", reward);
-    submit(c, HS_WRITE_CONTENT, &row, session_id);
+    submit(c, &row, session_id);
     hs_row_free(&row);
   }
   hs_buf_free(&shown);
@@ -123,12 +123,12 @@ void hs_content_record(hs_committer_t *c, hs_process_t *proc, int64_t brand_id,
 
 void hs_content_feedback(hs_committer_t *c, int64_t brand_id, const char *session_id) {
   hs_row_t row;
-  hs_row_init(&row);
+  hs_row_init(&row, HS_WRITE_CONTENT);
   hs_row_int(&row, "brand_id", brand_id);
   hs_row_str(&row, "session_id", session_id);
   hs_row_str(&row, "source", "feedback");
   hs_row_str(&row, "reward", "feedback");
-  submit(c, HS_WRITE_CONTENT, &row, session_id);
+  submit(c, &row, session_id);
   hs_row_free(&row);
 }
 

@@ -1,6 +1,7 @@
 /* Group commit against a real PostgreSQL (HANDSEL_DB, migrated): writes that arrive while a
  * transaction is in flight share the next one; every callback runs after its commit; a write
- * whose key exists is reported as not inserted without failing the others in its batch. */
+ * whose key exists is reported as not inserted without failing the others in its batch (for
+ * completions, through the batch's second, careful attempt); values arrive exactly as given. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,7 +98,7 @@ static int teardown(void **state) {
 /* A session row as the sessions API writes it (payloads are tiny msgpack). */
 static void session_row(fixture_t *f, hs_row_t *row, const char *id, const char *ref) {
   static const uint8_t empty_map = 0x80, empty_array = 0x90;
-  hs_row_init(row);
+  hs_row_init(row, HS_WRITE_SESSION);
   hs_row_str(row, "id", id);
   hs_row_int(row, "brand_id", f->brand_id);
   hs_row_str(row, "process", "p");
@@ -113,7 +114,7 @@ static void session_row(fixture_t *f, hs_row_t *row, const char *id, const char 
 static int submit_session(fixture_t *f, const char *id, const char *ref) {
   hs_row_t row;
   session_row(f, &row, id, ref);
-  int rc = hs_commit_submit(f->c, HS_WRITE_SESSION, &row, on_write, f, NULL);
+  int rc = hs_commit_submit(f->c, &row, on_write, f, NULL);
   hs_row_free(&row);
   return rc;
 }
@@ -195,11 +196,106 @@ static void test_rows_escape_and_refuse_bad_text(void **state) {
   assert_string_equal(run_sql(f, sql, &r), "t");
 }
 
+/* An accepted completion as the sessions API writes it; its validation record goes with it. */
+static int submit_completion(fixture_t *f, const char *session, int seq, uint8_t body,
+                             const char *const *pii, size_t n_pii) {
+  static const uint8_t answer = 0x80, events = 0x90;
+  uint8_t digest[32], data = 0x80;
+  memset(digest, body, sizeof digest);
+  hs_row_t row;
+  hs_row_init(&row, HS_WRITE_COMPLETION);
+  hs_row_str(&row, "session_id", session);
+  hs_row_int(&row, "seq", seq);
+  hs_row_bytes(&row, "digest", digest, sizeof digest);
+  hs_row_bytes(&row, "response", &answer, 1);
+  hs_row_bytes(&row, "events", &events, 1);
+  hs_row_bool(&row, "ended", false);
+  hs_row_str(&row, "device_time", "2026-11-23T10:00:00.123456Z");
+  hs_row_int(&row, "brand_id", f->brand_id);
+  hs_row_str(&row, "process", "p");
+  hs_row_str(&row, "version", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+  hs_row_str(&row, "step_id", "s");
+  hs_row_str(&row, "contractor_id", "sam");
+  hs_row_bytes(&row, "data_digest", digest, sizeof digest);
+  hs_row_bytes(&row, "data", &data, 1);
+  /* documents left out: NULL */
+  hs_row_strs(&row, "pii", pii, n_pii);
+  int rc = hs_commit_submit(f->c, &row, on_write, f, NULL);
+  hs_row_free(&row);
+  return rc;
+}
+
+static void test_a_completion_that_exists_is_skipped_alone(void **state) {
+  fixture_t *f = *state;
+  char s1[37], s2[37];
+  assert_int_equal(hs_uuid_v4(s1), HS_OK);
+  assert_int_equal(hs_uuid_v4(s2), HS_OK);
+  f->done = f->ok = f->inserted = 0;
+  static const char *const pii[] = {"phone", "a \"quoted\" \\ name"};
+  assert_int_equal(submit_completion(f, s1, 1, 1, pii, 2), HS_OK);
+  while (f->done < 1) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  assert_int_equal(f->inserted, 1);
+  /* One batch: s1's seq 1 again (as another node's stale copy would send it), and two new
+   * ones. The first attempt conflicts; the batch goes again and only the new two land. */
+  f->done = f->ok = f->inserted = 0;
+  hs_commit_stats_t before, after;
+  hs_committer_stats(f->c, &before);
+  assert_int_equal(submit_completion(f, s1, 2, 3, NULL, 0), HS_OK);
+  assert_int_equal(submit_completion(f, s1, 1, 2, NULL, 0), HS_OK);
+  assert_int_equal(submit_completion(f, s2, 1, 4, NULL, 0), HS_OK);
+  while (f->done < 3) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  hs_committer_stats(f->c, &after);
+  assert_int_equal(after.batches - before.batches, 1);
+  assert_int_equal(f->ok, 3);
+  assert_int_equal(f->inserted, 2);
+  char sql[400];
+  sql_result_t r;
+  /* The first completion of s1 is the one kept, with one validation record per completion. */
+  snprintf(sql, sizeof sql,
+           "SELECT string_agg(seq || ':' || get_byte(digest, 0), ',' ORDER BY seq) FROM "
+           "step_completions WHERE session_id = '%s'",
+           s1);
+  assert_string_equal(run_sql(f, sql, &r), "1:1,2:3");
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) || ' ' || count(documents) || ' ' || max(device_time) || ' ' || "
+           "max(array_to_string(pii, '|')) FROM validation_records WHERE session_id IN "
+           "('%s', '%s')",
+           s1, s2);
+  assert_string_equal(run_sql(f, sql, &r),
+                      "3 0 2026-11-23 10:00:00.123456+00 phone|a \"quoted\" \\ name");
+}
+
+static void test_values_must_fit_their_columns(void **state) {
+  (void)state;
+  hs_row_t row;
+  hs_row_init(&row, HS_WRITE_FEEDBACK);
+  hs_row_int(&row, "brand_id", 1);
+  hs_row_str(&row, "session_id", "x");
+  hs_row_int(&row, "rating", 70000); /* an int2 column */
+  assert_int_equal(row.rc, HS_EINVAL);
+  hs_row_free(&row);
+  hs_row_init(&row, HS_WRITE_COMPLETION);
+  hs_row_int(&row, "seq", INT64_C(1) << 31); /* an int4 column */
+  assert_int_equal(row.rc, HS_EINVAL);
+  hs_row_free(&row);
+  hs_row_init(&row, HS_WRITE_COMPLETION);
+  static const char *const bad[] = {"ok", "not \xff utf-8"};
+  hs_row_strs(&row, "pii", bad, 2);
+  assert_int_equal(row.rc, HS_EINVAL);
+  hs_row_free(&row);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_writes_during_a_commit_share_the_next),
       cmocka_unit_test(test_a_conflict_does_not_fail_its_batch),
       cmocka_unit_test(test_rows_escape_and_refuse_bad_text),
+      cmocka_unit_test(test_a_completion_that_exists_is_skipped_alone),
+      cmocka_unit_test(test_values_must_fit_their_columns),
   };
   return cmocka_run_group_tests_name("store/commit", tests, setup, teardown);
 }
