@@ -17,7 +17,7 @@ HS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 HS_PACKAGES=(
   build-essential cmake pkg-config git ca-certificates curl
   libuv1-dev libnghttp2-dev liblua5.4-dev lua5.4 libmsgpack-dev libpq-dev libssl-dev
-  libcmocka-dev libjansson-dev
+  libcmocka-dev libjansson-dev libmimalloc-dev
   postgresql-15 postgresql-client-15
   nghttp2-client nghttp2-server openssl procps clang-format clang libclang-rt-14-dev
 )

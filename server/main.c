@@ -5,6 +5,10 @@
 
 #include "cli/commands.h"
 
+#ifdef HANDSEL_MIMALLOC
+#include <mimalloc.h>
+#endif
+
 typedef struct command {
   const char *name;
   const char *summary;
@@ -76,6 +80,12 @@ int main(int argc, char **argv) {
   }
   if (strcmp(name, "version") == 0 || strcmp(name, "--version") == 0) {
     printf("handsel %s\n", HANDSEL_VERSION);
+#ifdef HANDSEL_MIMALLOC
+    /* Also keeps the link to mimalloc, whose malloc replaces the C library's for every
+     * library in the process (the engine, nghttp2 and libpq allocate on every request). */
+    int v = mi_version();
+    printf("allocator mimalloc %d.%d.%d\n", v / 100, v / 10 % 10, v % 10);
+#endif
     return 0;
   }
   const command_t *c = find(name);

@@ -33,6 +33,8 @@ struct sop {
   uint32_t seq;
   const hs_value_t *data;   /* completion data, in the request's arena */
   const hs_value_t *answer; /* the prepared answer of a completion, in the request's arena */
+  hs_buf_t answer_mp;       /* owned: an accepted completion's answer as msgpack, which is both
+                               stored (the answer to a retry) and sent */
   char at[40];              /* device time as sent (RFC 3339), "" when absent */
   int64_t at_ms;
   hs_load_t *load;  /* a session load in flight */
@@ -63,6 +65,7 @@ static void sop_free(sop_t *op) {
     hs_session_free(op->new_session);
   }
   free(op->new_live);
+  hs_buf_free(&op->answer_mp);
   free(op);
 }
 
@@ -566,8 +569,11 @@ static void on_completion_committed(void *ctx, int status, bool inserted) {
     if (op->req != NULL) {
       hs_req_t *req = op->req;
       const hs_value_t *answer = op->answer;
+      hs_buf_t mp = op->answer_mp; /* outlives op */
+      hs_buf_init(&op->answer_mp, 0);
       sop_done(op);
-      hs_req_respond(req, 200, answer);
+      hs_req_respond_msgpack(req, 200, answer, mp.data, mp.len);
+      hs_buf_free(&mp);
     } else {
       sop_free(op);
     }
@@ -921,7 +927,10 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     hs_row_str(&row, "session_id", live->id);
     hs_row_int(&row, "seq", op->seq);
     hs_row_bytes(&row, "digest", digest, 32);
-    hs_row_msgpack(&row, "response", answer);
+    if (hs_msgpack_encode(answer, &op->answer_mp) != HS_OK) {
+      row.rc = HS_ENOMEM;
+    }
+    hs_row_bytes(&row, "response", op->answer_mp.data, op->answer_mp.len);
     hs_row_msgpack(&row, "events", res.events);
     hs_row_bool(&row, "ended", res.status == HS_STEP_ENDED);
     hs_row_str(&row, "device_time", time_or_null(op->at));

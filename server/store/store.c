@@ -66,11 +66,22 @@ static void listen_reset(hs_store_t *s) {
 }
 
 static void on_notify_one(hs_store_t *s, const char *item) {
-  /* "<session id> <seq>": the session committed step seq somewhere. */
+  /* "<session id> <seq>": the session committed step seq somewhere. Every worker reads every
+   * commit of every node here, so this is parsed by hand, not with sscanf. */
+  const char *sp = strchr(item, ' ');
+  size_t id_len = sp != NULL ? (size_t)(sp - item) : 0;
   char id[40];
-  unsigned seq = 0;
-  if (sscanf(item, "%39s %u", id, &seq) != 2) {
+  if (id_len == 0 || id_len >= sizeof id || sp[1] == '\0') {
     return;
+  }
+  memcpy(id, item, id_len);
+  id[id_len] = '\0';
+  uint64_t seq = 0;
+  for (const char *d = sp + 1; *d != '\0'; d++) {
+    if (*d < '0' || *d > '9' || seq > UINT32_MAX) {
+      return;
+    }
+    seq = seq * 10 + (uint64_t)(*d - '0');
   }
   hs_live_t *live = hs_strmap_get(&s->lives, id);
   if (live == NULL || live->busy) {
