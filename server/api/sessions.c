@@ -54,6 +54,7 @@ struct sop {
   hs_live_t *live;
   bool holding;        /* op holds live->busy while it checks the evidence blobs */
   hs_value_t *missing; /* evidence fields whose blob is not stored: name -> message */
+  bool reloaded;       /* the session was read again because the step was ahead of the copy */
 };
 
 static hs_store_t *store_of(hs_req_t *req) {
@@ -723,6 +724,14 @@ static void complete_with_live(sop_t *op, hs_live_t *live) {
     hs_req_respond_error(req, 500, "script_error",
                          "The process script failed at this step; the brand must fix it");
     sop_done(op);
+    return;
+  }
+  if (st == HS_SESSION_WAITING && op->seq > cur && !op->reloaded) {
+    /* Ahead of this copy: another node may have moved the session a moment ago, before its
+     * notification arrived here. The record decides, once. */
+    op->reloaded = true;
+    hs_store_live_drop(op->store, live);
+    with_live(op, complete_with_live);
     return;
   }
   if (st != HS_SESSION_WAITING || op->seq != cur) {

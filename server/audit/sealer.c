@@ -21,6 +21,16 @@ enum {
 
 typedef enum phase { IDLE, PROBING, FENCING, WAITING, READING, WRITING } phase_t;
 
+/* One brand's chain as a round extends it. */
+typedef struct chain {
+  int64_t brand_id;
+  const char *brand; /* borrowed from the round's result; NULL in heads kept between rounds */
+  int64_t size;
+  uint8_t head[32];
+  int64_t through_id;
+  bool grew;
+} chain_t;
+
 struct hs_sealer {
   uv_timer_t timer;            /* first: the sealer is freed in its close callback */
   hs_db_pool_t *pool;          /* borrowed */
@@ -38,6 +48,15 @@ struct hs_sealer {
   uint64_t sealed;  /* records in this round's checkpoints */
   uint64_t checkpoints;
   bool more; /* the round stopped at ROUND_MAX: go again at once */
+  /* Every brand's chain head as this sealer's last round left it, valid while the horizon is
+   * still where that round moved it (no other node sealed since): a round then needs only its
+   * records, not the heads read back. Owned. */
+  chain_t *known;
+  size_t n_known;
+  int64_t known_through;
+  bool known_valid;
+  chain_t *pending; /* owned: the heads of the round being written; known once it won */
+  size_t n_pending;
 };
 
 static void on_timer(uv_timer_t *t);
@@ -49,6 +68,9 @@ static void schedule(hs_sealer_t *s, uint64_t ms) {
 }
 
 static void fail(hs_sealer_t *s, const char *what, const hs_db_result_t *r) {
+  free(s->pending);
+  s->pending = NULL;
+  s->known_valid = false; /* the outcome of a write in flight is unknown */
   /* The database is away or a race was lost: nothing was written, so the next round simply
    * starts again from what the database holds. */
   if (r->status != HS_EUNAVAIL) {
@@ -174,16 +196,6 @@ static void start_wait(hs_sealer_t *s) {
   }
 }
 
-/* One brand's chain as this round extends it. */
-typedef struct chain {
-  int64_t brand_id;
-  const char *brand; /* borrowed from the result */
-  int64_t size;
-  uint8_t head[32];
-  int64_t through_id;
-  bool grew;
-} chain_t;
-
 static chain_t *find_chain(chain_t *c, size_t n, int64_t brand_id) {
   for (size_t i = 0; i < n; i++) {
     if (c[i].brand_id == brand_id) {
@@ -201,7 +213,17 @@ static void on_written(void *ctx, const hs_db_result_t *r) {
     return;
   }
   /* The last statement returns the horizon row only when this sealer moved it. */
-  if (r->n_results >= 2 && PQntuples(r->results[r->n_results - 1]) == 1) {
+  bool won = r->n_results >= 2 && PQntuples(r->results[r->n_results - 1]) == 1;
+  free(s->known);
+  s->known = won ? s->pending : NULL;
+  s->n_known = won ? s->n_pending : 0;
+  s->known_through = s->through;
+  s->known_valid = won;
+  if (!won) {
+    free(s->pending);
+  }
+  s->pending = NULL;
+  if (won) {
     if (s->metrics != NULL) {
       atomic_fetch_add_explicit(&s->metrics->audit_sealed, s->sealed, memory_order_relaxed);
       atomic_fetch_add_explicit(&s->metrics->audit_checkpoints, s->checkpoints,
@@ -290,28 +312,35 @@ static void write_round(hs_sealer_t *s, chain_t *chains, size_t n) {
 static void on_read(void *ctx, const hs_db_result_t *r) {
   hs_sealer_t *s = ctx;
   s->job = NULL;
-  if (r->status != HS_OK || r->n_results != 2) {
+  if (r->status != HS_OK || r->n_results < 1 || r->n_results > 2) {
     fail(s, "read", r);
     return;
   }
   PGresult *recs = r->results[0];
-  PGresult *heads = r->results[1];
-  int n_heads = PQntuples(heads);
+  PGresult *heads = r->n_results == 2 ? r->results[1] : NULL; /* NULL: the known heads hold */
+  size_t n_heads = heads != NULL ? (size_t)PQntuples(heads) : s->n_known;
   int n_recs = PQntuples(recs);
-  /* One chain per brand in this range; a brand is new when it has no checkpoint yet. */
-  size_t cap = (size_t)n_heads + 16;
+  /* One chain per brand; a brand is new when it has no checkpoint yet. */
+  size_t cap = n_heads + 16;
   size_t n = 0;
   chain_t *chains = calloc(cap, sizeof *chains);
   if (chains == NULL) {
     schedule(s, s->interval_ms);
     return;
   }
-  for (int i = 0; i < n_heads; i++) {
+  if (heads == NULL) {
+    for (size_t i = 0; i < n_heads; i++) {
+      chains[n] = s->known[i];
+      chains[n].grew = false;
+      chains[n++].brand = NULL;
+    }
+  }
+  for (size_t i = 0; heads != NULL && i < n_heads; i++) {
     chain_t *c = &chains[n++];
-    c->brand_id = hs_audit_be64(PQgetvalue(heads, i, 0));
-    c->size = hs_audit_be64(PQgetvalue(heads, i, 1));
-    if (PQgetlength(heads, i, 2) == 32) {
-      memcpy(c->head, PQgetvalue(heads, i, 2), 32);
+    c->brand_id = hs_audit_be64(PQgetvalue(heads, (int)i, 0));
+    c->size = hs_audit_be64(PQgetvalue(heads, (int)i, 1));
+    if (PQgetlength(heads, (int)i, 2) == 32) {
+      memcpy(c->head, PQgetvalue(heads, (int)i, 2), 32);
     }
   }
   s->sealed = 0;
@@ -356,7 +385,9 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
   s->more = n_recs == ROUND_MAX;
   s->through = s->more ? hs_audit_be64(PQgetvalue(recs, n_recs - 1, 0)) : s->fence;
   write_round(s, chains, n);
-  free(chains);
+  free(s->pending);
+  s->pending = chains; /* known once the write wins; brand pointers are not kept valid */
+  s->n_pending = n;
 }
 
 static void start_read(hs_sealer_t *s) {
@@ -373,17 +404,16 @@ static void start_read(hs_sealer_t *s) {
        .n_params = 3,
        .values = params,
        .binary_result = true},
+      /* Every brand's head, one index probe each; only when this sealer does not know them
+         already (its first round, or another node sealed since its last). */
       {.name = "hs_seal_heads",
-       .sql = "SELECT DISTINCT ON (c.brand_id) c.brand_id, c.size, c.head"
-              " FROM audit_checkpoints c WHERE c.brand_id IN (SELECT DISTINCT brand_id"
-              " FROM validation_records WHERE id > $1::int8 AND id <= $2::int8)"
-              " ORDER BY c.brand_id, c.size DESC",
-       .n_params = 2,
-       .values = params,
+       .sql = "SELECT b.id, c.size, c.head FROM brands b CROSS JOIN LATERAL (SELECT size, head"
+              " FROM audit_checkpoints WHERE brand_id = b.id ORDER BY size DESC LIMIT 1) c",
        .binary_result = true},
   };
   s->phase = READING;
-  if (hs_db_exec(s->pool, st, 2, on_read, s, &s->job) != HS_OK) {
+  bool known = s->known_valid && s->known_through == s->horizon;
+  if (hs_db_exec(s->pool, st, known ? 1 : 2, on_read, s, &s->job) != HS_OK) {
     schedule(s, s->interval_ms);
   }
 }
@@ -426,6 +456,9 @@ void hs_sealer_close(hs_sealer_t *s) {
     hs_db_job_cancel(s->job);
     s->job = NULL;
   }
+  free(s->known);
+  free(s->pending);
+  s->known = s->pending = NULL;
   uv_timer_stop(&s->timer);
   uv_close((uv_handle_t *)&s->timer, on_closed);
 }

@@ -11,8 +11,9 @@
  *   4. write the checkpoints and move the horizon with a compare-and-set. Sealers on other nodes
  *      may race: exactly one wins a given horizon, the others' work is discarded.
  *
- * One sealer runs per node (on its first worker's loop); with several nodes they take turns
- * through the compare-and-set. Every step is an asynchronous job of the worker's pool. */
+ * One sealer runs per node, on the main thread's loop with a connection of its own, so no
+ * worker's requests wait while it hashes; with several nodes they take turns through the
+ * compare-and-set. Every step is an asynchronous job of that pool. */
 #ifndef HS_AUDIT_SEALER_H
 #define HS_AUDIT_SEALER_H
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "audit/sealer.h"
 #include "audit/sign.h"
 #include "core/log.h"
 #include "db/probe.h"
@@ -56,20 +57,41 @@ typedef struct serve_ctx {
   const hs_config_t *cfg;
   hs_db_probe_t *probe;
   hs_audit_key_t *key; /* owned: signs the compliance log's checkpoints */
+  /* The node's one sealer, on the main thread's loop with a connection of its own: a round
+     hashes thousands of records, and no worker's requests should wait behind that. */
+  hs_db_pool_t *seal_pool;          /* owned */
+  hs_sealer_t *sealer;              /* owned */
+  hs_metrics_shard_t *seal_metrics; /* borrowed: the first worker's, whose counters are atomic */
 } serve_ctx_t;
 
-static void start_probe(uv_loop_t *loop, void *arg) {
+static void start_main(uv_loop_t *loop, void *arg) {
   serve_ctx_t *s = arg;
-  if (s->cfg->db_conninfo[0] != '\0') {
-    s->probe = hs_db_probe_start(loop, s->cfg->db_conninfo);
+  if (s->cfg->db_conninfo[0] == '\0') {
+    return;
+  }
+  s->probe = hs_db_probe_start(loop, s->cfg->db_conninfo);
+  hs_err_t err;
+  hs_err_clear(&err);
+  if (hs_db_pool_new(loop, s->cfg->db_conninfo, 1, &s->seal_pool, &err) != HS_OK ||
+      hs_sealer_new(loop, s->seal_pool, s->key, s->cfg->seal_ms, s->seal_metrics, &s->sealer) !=
+          HS_OK) {
+    /* Records are still written and exported; only new checkpoints wait for a restart. */
+    hs_log(HS_LOG_ERROR, "audit_sealer_not_started", "{s:s}", "error",
+           err.msg[0] != '\0' ? err.msg : "out of memory");
   }
 }
 
-static void stop_probe(uv_loop_t *loop, void *arg) {
+static void stop_main(uv_loop_t *loop, void *arg) {
   serve_ctx_t *s = arg;
   if (s->probe != NULL) {
     hs_db_probe_stop(s->probe);
     s->probe = NULL;
+  }
+  hs_sealer_close(s->sealer);
+  s->sealer = NULL;
+  if (s->seal_pool != NULL) {
+    hs_db_pool_close(s->seal_pool);
+    s->seal_pool = NULL;
   }
 }
 
@@ -82,11 +104,9 @@ static int worker_start(hs_worker_t *w, void *arg, hs_err_t *err) {
   int rc = hs_store_new(&w->loop, s->cfg, w->metrics, &store, err);
   if (rc == HS_OK) {
     w->app = store;
-    /* One sealer per node is enough: it seals every brand's records, whichever worker or
-     * node wrote them. */
-    rc = hs_store_set_audit(store, s->key, w->index == 0);
-    if (rc != HS_OK) {
-      hs_err_set(err, rc, "cannot start the compliance log's sealer");
+    hs_store_set_audit(store, s->key);
+    if (w->index == 0) {
+      s->seal_metrics = w->metrics;
     }
   }
   return rc;
@@ -191,8 +211,8 @@ int hs_cmd_serve_main(int argc, char **argv) {
   hs_server_opts_t opts = {.config = &cfg,
                            .routes = hs_api_routes,
                            .n_routes = hs_api_routes_len,
-                           .on_start = start_probe,
-                           .on_stop = stop_probe,
+                           .on_start = start_main,
+                           .on_stop = stop_main,
                            .worker_start = worker_start,
                            .worker_stop = worker_stop,
                            .hook_ctx = &ctx};

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audit/sealer.h"
 #include "codec/codec.h"
 #include "core/log.h"
 #include "core/strmap.h"
@@ -38,7 +37,6 @@ struct hs_store {
   hs_strmap_t lives;               /* session id -> hs_live_t* (owned) */
   hs_live_t *lru_head, *lru_tail;  /* most recently used first */
   const hs_audit_key_t *audit_key; /* borrowed; NULL until hs_store_set_audit */
-  hs_sealer_t *sealer;             /* owned; only on the worker that seals */
 
   /* LISTEN connection: other workers and nodes announce committed steps. */
   PGconn *listen;    /* owned */
@@ -322,20 +320,14 @@ void hs_store_close(hs_store_t *s) {
   }
   hs_strmap_free(&s->tokens);
   listen_reset(s);
-  hs_sealer_close(s->sealer);
-  s->sealer = NULL;
   hs_posteriors_close(s->posteriors);
   hs_committer_close(s->committer);
   hs_db_pool_close(s->pool);
   uv_close((uv_handle_t *)&s->ltimer, on_ltimer_closed);
 }
 
-int hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key, bool seal) {
+void hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key) {
   s->audit_key = key;
-  if (seal && s->sealer == NULL) {
-    return hs_sealer_new(s->loop, s->pool, key, s->cfg->seal_ms, s->metrics, &s->sealer);
-  }
-  return HS_OK;
 }
 
 const hs_audit_key_t *hs_store_audit_key(hs_store_t *s) {

@@ -71,9 +71,9 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *me
 /* Frees the caches and closes the database handles; the loop ends once they closed. */
 void hs_store_close(hs_store_t *s);
 
-/* The compliance log: key (borrowed; it must outlive the store) signs checkpoints and is
- * served by GET /v1/audit/key. With seal set, this worker runs the node's sealer. */
-int hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key, bool seal);
+/* The compliance log's key (borrowed; it must outlive the store), served by GET
+ * /v1/audit/key. The sealer that signs with it runs apart from the workers (handsel serve). */
+void hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key);
 const hs_audit_key_t *hs_store_audit_key(hs_store_t *s);
 
 hs_db_pool_t *hs_store_pool(hs_store_t *s);
