@@ -2,6 +2,7 @@
 
 #include "api/api.h"
 #include "core/buf.h"
+#include "db/pool.h"
 #include "db/probe.h"
 #include "http/metrics.h"
 #include "http/request.h"
@@ -27,6 +28,15 @@ void hs_api_readyz(hs_req_t *req) {
     hs_db_probe_last_error(why, sizeof why);
     hs_req_respond_error_h(req, 503, retry, 1, "unavailable", "The database is not reachable: %s",
                            why);
+    return;
+  }
+  /* The probe's own connection is up, but a worker whose pool is still connecting (at start,
+   * or after an outage) would answer 503 to anything sent to it. */
+  unsigned down = hs_db_pools_down();
+  if (down > 0) {
+    hs_req_respond_error_h(req, 503, retry, 1, "unavailable",
+                           "%u of the server's database connection pools %s not connected yet",
+                           down, down == 1 ? "is" : "are");
     return;
   }
   hs_value_t *body = hs_value_new_map(&req->arena, 2);

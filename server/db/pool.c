@@ -1,5 +1,6 @@
 #include "db/pool.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,8 +58,17 @@ struct hs_db_pool {
   unsigned n_conns;
   conn_t *conns; /* owned */
   bool closing;
+  unsigned n_up;    /* connections in C_UP */
   int open_handles; /* the pool frees itself when this drops to 0 after close */
 };
+
+/* Open pools with no live connection, for /readyz: a worker whose pool has not connected yet
+ * would answer 503 to everything, so the server is not ready until every pool has one. */
+static atomic_uint g_pools_down;
+
+unsigned hs_db_pools_down(void) {
+  return atomic_load(&g_pools_down);
+}
 
 static void conn_watch(conn_t *c, int events);
 static void conn_advance_connect(conn_t *c);
@@ -124,8 +134,13 @@ static void conn_broken(conn_t *c, const char *why) {
   while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) {
     msg[--len] = '\0';
   }
-  if (c->state == C_UP && !c->pool->closing) {
-    hs_log(HS_LOG_WARN, "db_connection_lost", "{s:s}", "error", msg);
+  if (c->state == C_UP) {
+    if (!c->pool->closing) {
+      hs_log(HS_LOG_WARN, "db_connection_lost", "{s:s}", "error", msg);
+    }
+    if (--c->pool->n_up == 0) {
+      atomic_fetch_add(&g_pools_down, 1);
+    }
   }
   conn_unpoll(c);
   if (c->pg != NULL) {
@@ -291,6 +306,9 @@ static void conn_advance_connect(conn_t *c) {
     return;
   }
   c->state = C_UP;
+  if (c->pool->n_up++ == 0) {
+    atomic_fetch_sub(&g_pools_down, 1);
+  }
   c->backoff_ms = 0;
   /* An acknowledged write must be on disk, whatever the database's own default: this runs
    * first in the pipeline, so every later job on the connection sees it. */
@@ -345,6 +363,7 @@ int hs_db_pool_new(uv_loop_t *loop, const char *conninfo, unsigned n_conns, hs_d
   uv_timer_init(loop, &p->timer);
   p->timer.data = p;
   p->open_handles = 1;
+  atomic_fetch_add(&g_pools_down, 1);
   uv_timer_start(&p->timer, on_tick, 0, TICK_MS);
   *out = p;
   return HS_OK;
@@ -355,16 +374,12 @@ void hs_db_pool_close(hs_db_pool_t *p) {
   for (unsigned i = 0; i < p->n_conns; i++) {
     conn_broken(&p->conns[i], "the server is shutting down");
   }
+  atomic_fetch_sub(&g_pools_down, 1); /* every connection is down now: the pool was counted */
   uv_close((uv_handle_t *)&p->timer, pool_handle_closed);
 }
 
 bool hs_db_pool_ready(const hs_db_pool_t *p) {
-  for (unsigned i = 0; i < p->n_conns; i++) {
-    if (p->conns[i].state == C_UP) {
-      return true;
-    }
-  }
-  return false;
+  return p->n_up > 0;
 }
 
 static bool is_prepared(conn_t *c, const char *name) {

@@ -56,6 +56,8 @@ void hs_db_pool_close(hs_db_pool_t *pool);
 
 /* True when at least one connection is up. */
 bool hs_db_pool_ready(const hs_db_pool_t *pool);
+/* How many open pools of this process have no connection up (any thread). */
+unsigned hs_db_pools_down(void);
 
 /* Sends stmts[0..n) as one transaction. On success *job (if not NULL) identifies it for
  * hs_db_job_cancel and cb will be called exactly once. On failure (HS_EUNAVAIL: no connection;

@@ -342,10 +342,6 @@ hs_committer_t *hs_store_committer(hs_store_t *s) {
   return s->committer;
 }
 
-bool hs_store_ready(hs_store_t *s) {
-  return hs_db_pool_ready(s->pool);
-}
-
 /* ------------------------------------------------------------ brands, VMs and processes */
 
 int64_t hs_store_brand_lookup(hs_store_t *s, const char *name) {

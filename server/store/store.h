@@ -78,7 +78,6 @@ const hs_audit_key_t *hs_store_audit_key(hs_store_t *s);
 
 hs_db_pool_t *hs_store_pool(hs_store_t *s);
 hs_committer_t *hs_store_committer(hs_store_t *s);
-bool hs_store_ready(hs_store_t *s);
 
 /* Brand ids by name, cached on this worker (brands are never renamed or deleted). 0 when not
  * cached. */

@@ -174,6 +174,7 @@ static void test_unreachable_database_fails_fast(void **state) {
   uv_loop_init(&loop);
   hs_db_pool_t *pool = NULL;
   hs_err_t err;
+  unsigned down_before = hs_db_pools_down();
   assert_int_equal(hs_db_pool_new(&loop,
                                   "host=/nonexistent-handsel-socket dbname=x connect_timeout=1", 1,
                                   &pool, &err),
@@ -182,10 +183,13 @@ static void test_unreachable_database_fails_fast(void **state) {
     uv_run(&loop, UV_RUN_NOWAIT);
   }
   assert_false(hs_db_pool_ready(pool));
+  /* /readyz counts it: a server with this pool is not ready. */
+  assert_int_equal(hs_db_pools_down(), down_before + 1);
   hs_db_stmt_t s = {.sql = "SELECT 1"};
   job_ctx_t c = {NULL, 0};
   assert_int_equal(hs_db_exec(pool, &s, 1, on_done, &c, NULL), HS_EUNAVAIL);
   hs_db_pool_close(pool);
+  assert_int_equal(hs_db_pools_down(), down_before);
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&loop), 0);
 }
@@ -201,8 +205,11 @@ static void test_commits_are_synchronous_whatever_the_default(void **state) {
   memset(&r, 0, sizeof r);
   uv_loop_init(&r.loop);
   hs_err_t err;
+  unsigned down_before = hs_db_pools_down();
   assert_int_equal(hs_db_pool_new(&r.loop, conninfo, 1, &r.pool, &err), HS_OK);
+  assert_int_equal(hs_db_pools_down(), down_before + 1); /* connecting: not up yet */
   wait_ready(&r);
+  assert_int_equal(hs_db_pools_down(), down_before);
   hs_db_stmt_t s = {.sql = "SELECT current_setting('synchronous_commit')"};
   assert_int_equal(exec_sync(&r, 0, &s, 1), HS_OK);
   assert_string_equal(r.values[0], "on");
