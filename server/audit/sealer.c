@@ -24,7 +24,7 @@ typedef enum phase { IDLE, PROBING, FENCING, WAITING, READING, WRITING } phase_t
 /* One brand's chain as a round extends it. */
 typedef struct chain {
   int64_t brand_id;
-  const char *brand; /* borrowed from the round's result; NULL in heads kept between rounds */
+  char brand[65]; /* the brand's name (at most 64 characters, see brands.name) */
   int64_t size;
   uint8_t head[32];
   int64_t through_id;
@@ -196,10 +196,19 @@ static void start_wait(hs_sealer_t *s) {
   }
 }
 
+/* chains are in the order of brand_id (the heads are read that way), so a round with many
+ * brands costs a binary search per record. */
 static chain_t *find_chain(chain_t *c, size_t n, int64_t brand_id) {
-  for (size_t i = 0; i < n; i++) {
-    if (c[i].brand_id == brand_id) {
-      return &c[i];
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (c[mid].brand_id == brand_id) {
+      return &c[mid];
+    }
+    if (c[mid].brand_id < brand_id) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
     }
   }
   return NULL;
@@ -320,10 +329,10 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
   PGresult *heads = r->n_results == 2 ? r->results[1] : NULL; /* NULL: the known heads hold */
   size_t n_heads = heads != NULL ? (size_t)PQntuples(heads) : s->n_known;
   int n_recs = PQntuples(recs);
-  /* One chain per brand; a brand is new when it has no checkpoint yet. */
-  size_t cap = n_heads + 16;
+  /* One chain per brand, every brand; one with no checkpoint yet starts at size 0 and a head
+   * of zeros. */
   size_t n = 0;
-  chain_t *chains = calloc(cap, sizeof *chains);
+  chain_t *chains = calloc(n_heads + 1, sizeof *chains);
   if (chains == NULL) {
     schedule(s, s->interval_ms);
     return;
@@ -331,16 +340,17 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
   if (heads == NULL) {
     for (size_t i = 0; i < n_heads; i++) {
       chains[n] = s->known[i];
-      chains[n].grew = false;
-      chains[n++].brand = NULL;
+      chains[n++].grew = false;
     }
   }
   for (size_t i = 0; heads != NULL && i < n_heads; i++) {
     chain_t *c = &chains[n++];
-    c->brand_id = hs_audit_be64(PQgetvalue(heads, (int)i, 0));
-    c->size = hs_audit_be64(PQgetvalue(heads, (int)i, 1));
-    if (PQgetlength(heads, (int)i, 2) == 32) {
-      memcpy(c->head, PQgetvalue(heads, (int)i, 2), 32);
+    int row = (int)i;
+    c->brand_id = hs_audit_be64(PQgetvalue(heads, row, 0));
+    snprintf(c->brand, sizeof c->brand, "%s", PQgetvalue(heads, row, 1));
+    c->size = hs_audit_be64(PQgetvalue(heads, row, 2));
+    if (PQgetlength(heads, row, 3) == 32) { /* NULL for a brand with no checkpoint yet */
+      memcpy(c->head, PQgetvalue(heads, row, 3), 32);
     }
   }
   s->sealed = 0;
@@ -350,31 +360,29 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     hs_audit_record_t rec;
     int64_t brand_id = 0;
     uint8_t h[32];
-    if (hs_audit_row_parse(recs, i, &rec, &brand_id) != HS_OK ||
-        hs_audit_record_hash(&rec, &scratch, h) != HS_OK) {
+    int rc = hs_audit_row_parse(recs, i, &rec, &brand_id);
+    chain_t *c = rc == HS_OK ? find_chain(chains, n, brand_id) : NULL;
+    if (rc == HS_OK && c == NULL && heads == NULL) {
+      /* A brand created since the heads were read: read them again, names and all. */
       hs_buf_free(&scratch);
       free(chains);
-      hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error", "a record could not be read");
+      s->known_valid = false;
+      schedule(s, 0);
+      return;
+    }
+    if (c != NULL) {
+      rec.brand = c->brand; /* the rows leave the name out: one join per record saved */
+      rc = hs_audit_record_hash(&rec, &scratch, h);
+    }
+    if (rc != HS_OK || c == NULL) {
+      hs_buf_free(&scratch);
+      free(chains);
+      hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error",
+             c == NULL && rc == HS_OK ? "a record names a brand that does not exist"
+                                      : "a record could not be read");
       schedule(s, s->interval_ms);
       return;
     }
-    chain_t *c = find_chain(chains, n, brand_id);
-    if (c == NULL) {
-      if (n == cap) {
-        chain_t *more = realloc(chains, 2 * cap * sizeof *chains);
-        if (more == NULL) {
-          free(chains);
-          schedule(s, s->interval_ms);
-          return;
-        }
-        memset(more + cap, 0, cap * sizeof *chains);
-        chains = more;
-        cap *= 2;
-      }
-      c = &chains[n++];
-      c->brand_id = brand_id; /* size 0, head all zeros: the chain's start */
-    }
-    c->brand = rec.brand;
     hs_audit_chain_next(c->head, h, c->head);
     c->size++;
     c->through_id = rec.id;
@@ -386,7 +394,7 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
   s->through = s->more ? hs_audit_be64(PQgetvalue(recs, n_recs - 1, 0)) : s->fence;
   write_round(s, chains, n);
   free(s->pending);
-  s->pending = chains; /* known once the write wins; brand pointers are not kept valid */
+  s->pending = chains; /* known once the write wins */
   s->n_pending = n;
 }
 
@@ -398,17 +406,20 @@ static void start_read(hs_sealer_t *s) {
   const char *params[] = {from, to, limit};
   hs_db_stmt_t st[] = {
       {.name = "hs_seal_records",
-       .sql = "SELECT " HS_AUDIT_ROW_SELECT " FROM validation_records r"
-              " JOIN brands b ON b.id = r.brand_id"
+       .sql = "SELECT " HS_AUDIT_ROW_SELECT " FROM validation_records r,"
+              " (SELECT NULL::text AS name) b"
               " WHERE r.id > $1::int8 AND r.id <= $2::int8 ORDER BY r.id LIMIT $3::int4",
        .n_params = 3,
        .values = params,
        .binary_result = true},
-      /* Every brand's head, one index probe each; only when this sealer does not know them
-         already (its first round, or another node sealed since its last). */
+      /* Every brand's name and head, one index probe each; only when this sealer does not
+         know them already (its first round, another node sealed since its last, or a record
+         of a brand it has not seen). Read after the records, so every brand they name is
+         here. */
       {.name = "hs_seal_heads",
-       .sql = "SELECT b.id, c.size, c.head FROM brands b CROSS JOIN LATERAL (SELECT size, head"
-              " FROM audit_checkpoints WHERE brand_id = b.id ORDER BY size DESC LIMIT 1) c",
+       .sql = "SELECT b.id, b.name, coalesce(c.size, 0), c.head FROM brands b LEFT JOIN LATERAL"
+              " (SELECT size, head FROM audit_checkpoints WHERE brand_id = b.id"
+              " ORDER BY size DESC LIMIT 1) c ON true ORDER BY b.id",
        .binary_result = true},
   };
   s->phase = READING;

@@ -131,6 +131,10 @@ int hs__field_new(lua_State *L);
 int hs__field_type(lua_State *L, int idx);
 /* "Roof age (years)" for a field spec at idx (its label, or its name made readable). */
 const char *hs__field_label(lua_State *L, int idx, char *buf, size_t len);
+/* The field spec at idx as a device sees it (SPEC §4): name, type, label, required, then the
+ * options it has in a fixed order. Allocated in a. NULL when out of memory, or when the value
+ * is no longer a field with a name (a script changed it). Pushes nothing. */
+hs_value_t *hs__field_describe(lua_State *L, int idx, hs_arena_t *a);
 
 /* process.c */
 int hs__process_fn(lua_State *L);

@@ -623,40 +623,6 @@ static hs_value_t *str_or_null(lua_State *L, int t, const char *k, hs_arena_t *a
   return v;
 }
 
-/* A field option as a value: a string, number, boolean or list of strings (what the field
- * constructors accept). Anything else (a script changed the field after making it) is left
- * out as nil. NULL on out of memory. */
-static hs_value_t *option_value(lua_State *L, hs_arena_t *a) {
-  switch (lua_type(L, -1)) {
-    case LUA_TSTRING: {
-      size_t n;
-      const char *s = lua_tolstring(L, -1, &n);
-      return hs_value_new_str(a, s, n);
-    }
-    case LUA_TNUMBER:
-      return lua_isinteger(L, -1) ? hs_value_new_int(a, (int64_t)lua_tointeger(L, -1))
-                                  : hs_value_new_float(a, (double)lua_tonumber(L, -1));
-    case LUA_TBOOLEAN:
-      return hs_value_new_bool(a, lua_toboolean(L, -1));
-    case LUA_TTABLE: {
-      lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-      hs_value_t *arr = hs_value_new_array(a, (size_t)n);
-      for (lua_Integer i = 1; arr != NULL && i <= n; i++) {
-        size_t len = 0;
-        const char *s = lua_rawgeti(L, -1, i) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
-        hs_value_t *item = hs_value_new_str(a, s, len);
-        lua_pop(L, 1);
-        if (item == NULL || hs_array_push(a, arr, item) == NULL) {
-          return NULL;
-        }
-      }
-      return arr;
-    }
-    default:
-      return hs_value_new(a, HS_V_NIL);
-  }
-}
-
 #define NEED(x)                                                                                    \
   do {                                                                                             \
     if (!(x)) {                                                                                    \
@@ -714,28 +680,8 @@ static hs_value_t *build_step(lua_State *L, hs_session_t *s, int spec, hs_arena_
     for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
       lua_rawgeti(L, -1, i);
       int f = lua_gettop(L);
-      hs_value_t *m = hs_value_new_map(a, 8);
+      hs_value_t *m = hs__field_describe(L, f, a);
       NEED(m != NULL);
-      hs_value_t *fname = str_or_null(L, f, "name", a);
-      NEED(fname != NULL && hs_map_add(a, m, "name", fname) != NULL);
-      NEED(lua_getmetatable(L, f));
-      hs_value_t *ftype = str_or_null(L, -1, "type", a);
-      lua_pop(L, 1);
-      NEED(ftype != NULL && hs_map_add(a, m, "type", ftype) != NULL);
-      char label[128];
-      NEED(hs_map_add_str(a, m, "label", hs__field_label(L, f, label, sizeof label)) == HS_OK);
-      lua_getfield(L, f, "required");
-      NEED(hs_map_add_bool(a, m, "required", lua_toboolean(L, -1)) == HS_OK);
-      lua_pop(L, 1);
-      static const char *const opts[] = {"hint",       "pii",     "min",     "max",
-                                         "max_length", "pattern", "options", "document"};
-      for (int k = 0; k < 8; k++) {
-        if (lua_getfield(L, f, opts[k]) != LUA_TNIL) {
-          hs_value_t *v = option_value(L, a);
-          NEED(v != NULL && hs_map_add(a, m, opts[k], v) != NULL);
-        }
-        lua_pop(L, 1);
-      }
       NEED(hs_array_push(a, fields, m) != NULL);
       lua_settop(L, f - 1);
     }

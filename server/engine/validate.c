@@ -32,6 +32,12 @@ typedef enum ftype {
   F_UNKNOWN,
 } ftype_t;
 
+/* The types' names, as field.<name>{...} makes them and a device is told. Same order as
+ * ftype_t and sandbox.c's constructors. */
+static const char *const TYPE_NAMES[] = {"text",      "integer", "number",   "boolean",
+                                         "choice",    "multi",   "date",     "photo",
+                                         "signature", "ack",     "location", "rating"};
+
 /* Options each type takes besides the common name, label, hint, required, pii. */
 static const char *const TYPE_OPTIONS[] = {
     "max_length pattern", "min max", "min max", "", "options", "options min max", "min max", "", "",
@@ -294,6 +300,17 @@ int hs__field_type(lua_State *L, int idx) {
   return t;
 }
 
+/* "Roof age (years)" from the name "roof_age_years" when the author gave no label. */
+static const char *label_from_name(const char *name, char *buf, size_t len) {
+  size_t i = 0;
+  for (; name[i] != '\0' && i + 1 < len; i++) {
+    char c = name[i] == '_' ? ' ' : name[i];
+    buf[i] = i == 0 ? (char)toupper((unsigned char)c) : c;
+  }
+  buf[i] = '\0';
+  return buf;
+}
+
 const char *hs__field_label(lua_State *L, int idx, char *buf, size_t len) {
   idx = lua_absindex(L, idx);
   if (lua_getfield(L, idx, "label") == LUA_TSTRING) {
@@ -307,15 +324,119 @@ const char *hs__field_label(lua_State *L, int idx, char *buf, size_t len) {
   }
   lua_pop(L, 1);
   lua_getfield(L, idx, "name");
-  const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "field";
-  size_t i = 0;
-  for (; name[i] != '\0' && i + 1 < len; i++) {
-    char c = name[i] == '_' ? ' ' : name[i];
-    buf[i] = i == 0 ? (char)toupper((unsigned char)c) : c;
-  }
-  buf[i] = '\0';
+  label_from_name(lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "field", buf, len);
   lua_pop(L, 1);
   return buf;
+}
+
+/* A field option as a value: a string, number, boolean or list of strings (what the field
+ * constructors accept). Anything else (a script changed the field after making it) is left
+ * out as nil. NULL on out of memory. */
+static hs_value_t *option_value(lua_State *L, hs_arena_t *a) {
+  switch (lua_type(L, -1)) {
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, -1, &n);
+      return hs_value_new_str(a, s, n);
+    }
+    case LUA_TNUMBER:
+      return lua_isinteger(L, -1) ? hs_value_new_int(a, (int64_t)lua_tointeger(L, -1))
+                                  : hs_value_new_float(a, (double)lua_tonumber(L, -1));
+    case LUA_TBOOLEAN:
+      return hs_value_new_bool(a, lua_toboolean(L, -1));
+    case LUA_TTABLE: {
+      lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+      hs_value_t *arr = hs_value_new_array(a, (size_t)n);
+      for (lua_Integer i = 1; arr != NULL && i <= n; i++) {
+        size_t len = 0;
+        const char *s = lua_rawgeti(L, -1, i) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
+        hs_value_t *item = hs_value_new_str(a, s, len);
+        lua_pop(L, 1);
+        if (item == NULL || hs_array_push(a, arr, item) == NULL) {
+          return NULL;
+        }
+      }
+      return arr;
+    }
+    default:
+      return hs_value_new(a, HS_V_NIL);
+  }
+}
+
+/* The options a device is told about, in the order it is told (after name, type, label and
+ * required). */
+static const struct {
+  unsigned opt;
+  const char *key;
+} DESCRIBED[] = {{O_HINT, "hint"},
+                 {O_PII, "pii"},
+                 {O_MIN, "min"},
+                 {O_MAX, "max"},
+                 {O_MAX_LENGTH, "max_length"},
+                 {O_PATTERN, "pattern"},
+                 {O_OPTIONS, "options"},
+                 {O_DOCUMENT, "document"}};
+enum { N_DESCRIBED = sizeof DESCRIBED / sizeof DESCRIBED[0] };
+
+hs_value_t *hs__field_describe(lua_State *L, int idx, hs_arena_t *a) {
+  idx = lua_absindex(L, idx);
+  int t = hs__field_type(L, idx);
+  if (t < 0) {
+    return NULL;
+  }
+  /* One walk over the keys the field has, instead of a lookup for every option it might
+   * have: a step is described on every completion. A field table has no __index, so this
+   * sees what lookups would. */
+  const char *name = NULL, *label = NULL;
+  size_t label_len = 0;
+  bool required = false;
+  hs_value_t *opts[N_DESCRIBED] = {0};
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    unsigned o = lua_type(L, -2) == LUA_TSTRING ? option_of(lua_tostring(L, -2)) : 0;
+    if (o == O_NAME && lua_type(L, -1) == LUA_TSTRING) {
+      name = lua_tostring(L, -1); /* anchored by the field table */
+    } else if (o == O_LABEL && lua_type(L, -1) == LUA_TSTRING) {
+      label = lua_tolstring(L, -1, &label_len);
+    } else if (o == O_REQUIRED) {
+      required = lua_toboolean(L, -1);
+    } else if (o != 0) {
+      for (size_t k = 0; k < N_DESCRIBED; k++) {
+        if (DESCRIBED[k].opt == o) {
+          opts[k] = option_value(L, a);
+          if (opts[k] == NULL) {
+            lua_pop(L, 2);
+            return NULL;
+          }
+        }
+      }
+    }
+    lua_pop(L, 1);
+  }
+  if (name == NULL) {
+    return NULL;
+  }
+  hs_value_t *m = hs_value_new_map(a, 4 + N_DESCRIBED);
+  char buf[128];
+  if (label == NULL) {
+    label = label_from_name(name, buf, sizeof buf);
+    label_len = strlen(label);
+  } else if (label_len >= sizeof buf) {
+    label_len = sizeof buf - 1; /* as hs__field_label cuts it */
+  }
+  hs_value_t *label_v = hs_value_new_str(a, label, label_len);
+  if (m == NULL || label_v == NULL || hs_map_add_str(a, m, "name", name) != HS_OK ||
+      hs_map_add_str(a, m, "type", TYPE_NAMES[t]) != HS_OK ||
+      hs_map_add(a, m, "label", label_v) == NULL ||
+      hs_map_add_bool(a, m, "required", required) != HS_OK) {
+    return NULL;
+  }
+  for (size_t k = 0; k < N_DESCRIBED; k++) {
+    if (opts[k] != NULL && hs_map_add(a, m, DESCRIBED[k].key, opts[k]) == NULL) {
+      return NULL;
+    }
+  }
+  return m;
 }
 
 /* ---- checking a completion ---- */

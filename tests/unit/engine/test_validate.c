@@ -23,7 +23,7 @@ static const char ALL[] =
     "        field.text { name = 't', label = 'Notes', max_length = 5 },\n"
     "        field.text { name = 'code', pattern = '%u%d%d', hint = 'a capital letter and two "
     "digits' },\n"
-    "        field.integer { name = 'roof_age', label = 'Roof age', min = 0, max = 120 },\n"
+    "        field.integer { max = 120, name = 'roof_age', min = 0, label = 'Roof age' },\n"
     "        field.number { name = 'temp', label = 'Temperature', min = 34.5, max = 43 },\n"
     "        field.boolean { name = 'ok', label = 'OK?' },\n"
     "        field.choice { name = 'c', label = 'Color', options = { 'red', 'blue' } },\n"
@@ -313,6 +313,12 @@ static void test_unknown_and_shape(void **state) {
   assert_string_equal(hs_map_get(roof, "type")->as.str.ptr, "integer");
   assert_int_equal(hs_map_get(roof, "max")->as.i, 120);
   assert_false(hs_map_get(roof, "required")->as.b);
+  /* The members in their documented order, whatever order the author wrote them in. */
+  static const char *const keys[] = {"name", "type", "label", "required", "min", "max"};
+  assert_int_equal(roof->as.map.len, 6);
+  for (size_t i = 0; i < 6; i++) {
+    assert_string_equal(roof->as.map.items[i].key, keys[i]);
+  }
   const hs_value_t *pii = &fields->as.arr.items[13];
   assert_string_equal(hs_map_get(pii, "label")->as.str.ptr, "Pii field");
   assert_true(hs_map_get(pii, "pii")->as.b);
