@@ -11,6 +11,9 @@ enum {
   MAX_BATCH = 1024,   /* writes in one transaction */
   MAX_QUEUED = 16384, /* writes waiting for a transaction before we shed load */
   MAX_PARAMS = HS_ROW_MAX_COLUMNS + 1,
+  /* Completions named per notification: a payload stays under PostgreSQL's 8000 bytes (a
+     session id and a seq take at most 48). */
+  NOTIFY_CHUNK = 100,
   KEEP_SCRATCH = 1 << 20, /* a column buffer larger than this is freed after its batch */
 };
 
@@ -182,7 +185,9 @@ static const char *const k_body[HS_WRITE_KINDS] = {
  * (this node checked its own copy of the session first), and checking for a conflict before
  * each insert was a tenth of PostgreSQL's work per completion. When one does exist (another
  * node's copy was ahead, or a retry raced its original) the batch fails with a unique
- * violation, nothing of it is kept, and the same batch goes again with the statement above. */
+ * violation, nothing of it is kept, and the same batch goes again with the statement above.
+ * Every row goes in or none does, so nothing is returned per row, and the notifications'
+ * payloads come ready-made in one more parameter (%d: a text[] of "id seq,id seq,..."). */
 static const char *const k_completion_optimistic =
     " c AS (INSERT INTO step_completions (session_id, seq, digest, response, events, ended,"
     " device_time) SELECT session_id, seq, digest, response, events, ended,"
@@ -191,10 +196,8 @@ static const char *const k_completion_optimistic =
     " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
     " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
     " device_time::timestamptz, 'accepted', NULL, data_digest, data, documents, pii::text[]"
-    " FROM input),"
-    " n AS (SELECT pg_notify('handsel_session', string_agg(session_id || ' ' || seq, ','))"
-    " FROM (SELECT session_id, seq, (row_number() OVER ()) / 100 AS g FROM input) x GROUP BY g)"
-    " SELECT i FROM input WHERE (SELECT count(*) FROM n) >= 0";
+    " FROM input)"
+    " SELECT pg_notify('handsel_session', p) FROM unnest($%d::text[]) p";
 
 static const char *const k_names[HS_WRITE_KINDS] = {"hs_commit_session", "hs_commit_completion",
                                                     "hs_commit_rejection", "hs_commit_feedback",
@@ -212,7 +215,8 @@ struct hs_write {
 
 typedef struct batch {
   hs_committer_t *c;
-  bool careful; /* completions go with ON CONFLICT (the optimistic attempt conflicted) */
+  bool careful;   /* completions go with ON CONFLICT (the optimistic attempt conflicted) */
+  int optimistic; /* the result of the optimistic completion statement, or -1 */
   size_t n;
   hs_write_t *items[]; /* owned: n of them */
 } batch_t;
@@ -228,6 +232,7 @@ struct hs_committer {
   hs_commit_stats_t stats;
   char *sql[HS_WRITE_KINDS]; /* owned: each kind's whole statement */
   char *sql_optimistic;      /* owned */
+  hs_buf_t notify;           /* owned: the optimistic statement's payloads, rebuilt per batch */
   /* owned: one parameter array per column per kind, rebuilt for every batch (libpq copies
      them when the batch is sent, so they are reused) */
   hs_buf_t params[HS_WRITE_KINDS][MAX_PARAMS];
@@ -281,6 +286,7 @@ static void committer_free(hs_committer_t *c) {
     }
   }
   free(c->sql_optimistic);
+  hs_buf_free(&c->notify);
   free(c);
 }
 
@@ -295,7 +301,11 @@ int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *me
     c->sql[k] = statement(k, k_body[k]);
     ok = ok && c->sql[k] != NULL;
   }
-  c->sql_optimistic = statement(HS_WRITE_COMPLETION, k_completion_optimistic);
+  char body[1024];
+  int notify_param = (int)n_columns(HS_WRITE_COMPLETION) + 2; /* after i and the columns */
+  int body_len = snprintf(body, sizeof body, k_completion_optimistic, notify_param);
+  c->sql_optimistic =
+      body_len > 0 && (size_t)body_len < sizeof body ? statement(HS_WRITE_COMPLETION, body) : NULL;
   if (!ok || c->sql_optimistic == NULL) {
     committer_free(c);
     return HS_ENOMEM;
@@ -401,6 +411,55 @@ static void params_trim(hs_committer_t *c) {
       }
     }
   }
+  if (c->notify.cap > KEEP_SCRATCH) {
+    hs_buf_free(&c->notify);
+  }
+}
+
+/* The optimistic statement's notifications: "id seq,id seq,..." for every completion of b, a
+ * payload per NOTIFY_CHUNK of them, as a binary text[] (one element each) in c->notify. A
+ * completion's first two cells are its session id and seq (k_columns). */
+static int notify_payloads(hs_committer_t *c, const batch_t *b, size_t rows) {
+  hs_buf_t *out = &c->notify;
+  out->len = 0;
+  uint8_t head[20];
+  put_be32(head, 1);
+  put_be32(head + 4, 0);
+  put_be32(head + 8, k_types[COL_TEXT].elem_oid);
+  put_be32(head + 12, (uint32_t)((rows + NOTIFY_CHUNK - 1) / NOTIFY_CHUNK));
+  put_be32(head + 16, 1);
+  int rc = hs_buf_append(out, head, sizeof head);
+  size_t in_chunk = 0, len_at = 0;
+  for (size_t i = 0; rc == HS_OK && i < b->n; i++) {
+    const hs_write_t *w = b->items[i];
+    if (w->kind != HS_WRITE_COMPLETION) {
+      continue;
+    }
+    const uint8_t *p = w->cells.data;
+    uint32_t id_len = get_be32(p);
+    uint32_t seq_len = get_be32(p + 4 + id_len);
+    if (id_len == UINT32_MAX || seq_len != 4) {
+      return HS_EINVAL; /* a completion always has both */
+    }
+    if (in_chunk == NOTIFY_CHUNK || in_chunk == 0) {
+      if (in_chunk > 0) {
+        put_be32(out->data + len_at, (uint32_t)(out->len - len_at - 4));
+      }
+      len_at = out->len;
+      rc |= hs_buf_append(out, head, 4); /* the element's length, patched */
+      in_chunk = 0;
+    } else {
+      rc |= hs_buf_append(out, ",", 1);
+    }
+    rc |= hs_buf_append(out, p + 4, id_len);
+    rc |= hs_buf_append(out, " ", 1);
+    rc |= hs_buf_put_int(out, (int32_t)get_be32(p + 8 + id_len));
+    in_chunk++;
+  }
+  if (rc == HS_OK && in_chunk > 0) {
+    put_be32(out->data + len_at, (uint32_t)(out->len - len_at - 4));
+  }
+  return rc;
 }
 
 /* Sends batch b as one transaction: one statement per kind present. */
@@ -415,6 +474,10 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
       rc |= params_start(c, k);
     }
   }
+  bool optimistic = rows[HS_WRITE_COMPLETION] > 0 && !b->careful;
+  if (optimistic) {
+    rc |= notify_payloads(c, b, rows[HS_WRITE_COMPLETION]);
+  }
   for (size_t i = 0; i < b->n; i++) {
     rc |= params_add(c, b->items[i], i);
   }
@@ -423,13 +486,14 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
     return HS_ENOMEM;
   }
   hs_db_stmt_t stmts[HS_WRITE_KINDS];
-  const char *values[HS_WRITE_KINDS][MAX_PARAMS];
-  int lengths[HS_WRITE_KINDS][MAX_PARAMS];
-  int formats[MAX_PARAMS];
-  for (size_t p = 0; p < MAX_PARAMS; p++) {
+  const char *values[HS_WRITE_KINDS][MAX_PARAMS + 1];
+  int lengths[HS_WRITE_KINDS][MAX_PARAMS + 1];
+  int formats[MAX_PARAMS + 1];
+  for (size_t p = 0; p <= MAX_PARAMS; p++) {
     formats[p] = 1; /* binary */
   }
   size_t n = 0;
+  b->optimistic = -1;
   for (int k = 0; k < HS_WRITE_KINDS; k++) {
     if (rows[k] == 0) {
       continue;
@@ -440,9 +504,15 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
       values[k][p] = (const char *)c->params[k][p].data;
       lengths[k][p] = (int)c->params[k][p].len;
     }
-    bool optimistic = k == HS_WRITE_COMPLETION && !b->careful;
-    stmts[n++] = (hs_db_stmt_t){.name = optimistic ? k_optimistic_name : k_names[k],
-                                .sql = optimistic ? c->sql_optimistic : c->sql[k],
+    bool opt = k == HS_WRITE_COMPLETION && optimistic;
+    if (opt) {
+      values[k][n_params] = (const char *)c->notify.data;
+      lengths[k][n_params] = (int)c->notify.len;
+      n_params++;
+      b->optimistic = (int)n;
+    }
+    stmts[n++] = (hs_db_stmt_t){.name = opt ? k_optimistic_name : k_names[k],
+                                .sql = opt ? c->sql_optimistic : c->sql[k],
                                 .n_params = (int)n_params,
                                 .values = values[k],
                                 .lengths = lengths[k],
@@ -468,6 +538,13 @@ static void on_batch_done(void *ctx, const hs_db_result_t *res) {
     status = rc == HS_ENOMEM ? HS_EIO : HS_EUNAVAIL;
   } else if (status == HS_OK) {
     for (size_t r = 0; r < res->n_results; r++) {
+      if ((int)r == b->optimistic) {
+        /* It went in whole: every completion of the batch was inserted. */
+        for (size_t i = 0; i < b->n; i++) {
+          b->items[i]->inserted |= b->items[i]->kind == HS_WRITE_COMPLETION;
+        }
+        continue;
+      }
       PGresult *pr = res->results[r];
       int rows = pr != NULL ? PQntuples(pr) : 0;
       for (int k = 0; k < rows; k++) {

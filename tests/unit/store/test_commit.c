@@ -1,7 +1,8 @@
 /* Group commit against a real PostgreSQL (HANDSEL_DB, migrated): writes that arrive while a
  * transaction is in flight share the next one; every callback runs after its commit; a write
  * whose key exists is reported as not inserted without failing the others in its batch (for
- * completions, through the batch's second, careful attempt); values arrive exactly as given. */
+ * completions, through the batch's second, careful attempt); values arrive exactly as given;
+ * a batch announces each of its completions once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -269,6 +270,54 @@ static void test_a_completion_that_exists_is_skipped_alone(void **state) {
                       "3 0 2026-11-23 10:00:00.123456+00 phone|a \"quoted\" \\ name");
 }
 
+/* Other workers and nodes learn of completions through notifications: one per 100 of a batch,
+ * "id seq,id seq,...", every completion exactly once. */
+static void test_a_batch_announces_every_completion(void **state) {
+  fixture_t *f = *state;
+  PGconn *listener = PQconnectdb(getenv("HANDSEL_DB"));
+  assert_int_equal(PQstatus(listener), CONNECTION_OK);
+  PQclear(PQexec(listener, "LISTEN handsel_session"));
+  enum { N = 250 };
+  static char ids[N][37];
+  f->done = f->ok = f->inserted = 0;
+  hs_commit_stats_t before, after;
+  hs_committer_stats(f->c, &before);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(hs_uuid_v4(ids[i]), HS_OK);
+    assert_int_equal(submit_completion(f, ids[i], i + 1, 1, NULL, 0), HS_OK);
+  }
+  while (f->done < N) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  hs_committer_stats(f->c, &after);
+  assert_int_equal(after.batches - before.batches, 1);
+  assert_int_equal(f->inserted, N);
+  /* The notifications were sent at commit, before the callbacks ran. */
+  PQclear(PQexec(listener, "SELECT 1"));
+  int seen[N] = {0};
+  int payloads = 0;
+  PGnotify *n;
+  while ((n = PQnotifies(listener)) != NULL) {
+    payloads++;
+    char *save = NULL;
+    for (char *item = strtok_r(n->extra, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save)) {
+      char id[37];
+      int seq = 0;
+      assert_int_equal(sscanf(item, "%36s %d", id, &seq), 2);
+      assert_true(seq >= 1 && seq <= N);
+      assert_string_equal(id, ids[seq - 1]);
+      seen[seq - 1]++;
+    }
+    PQfreemem(n);
+  }
+  PQfinish(listener);
+  assert_int_equal(payloads, 3);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(seen[i], 1);
+  }
+}
+
 static void test_values_must_fit_their_columns(void **state) {
   (void)state;
   hs_row_t row;
@@ -296,6 +345,7 @@ int main(void) {
       cmocka_unit_test(test_rows_escape_and_refuse_bad_text),
       cmocka_unit_test(test_a_completion_that_exists_is_skipped_alone),
       cmocka_unit_test(test_values_must_fit_their_columns),
+      cmocka_unit_test(test_a_batch_announces_every_completion),
   };
   return cmocka_run_group_tests_name("store/commit", tests, setup, teardown);
 }
