@@ -436,10 +436,10 @@ static int notify_payloads(hs_committer_t *c, const batch_t *b, size_t rows) {
       continue;
     }
     const uint8_t *p = w->cells.data;
-    uint32_t id_len = get_be32(p);
-    uint32_t seq_len = get_be32(p + 4 + id_len);
-    if (id_len == UINT32_MAX || seq_len != 4) {
-      return HS_EINVAL; /* a completion always has both */
+    size_t size = w->cells.len;
+    uint32_t id_len = size >= 4 ? get_be32(p) : UINT32_MAX;
+    if (id_len == UINT32_MAX || size < 12 + (size_t)id_len || get_be32(p + 4 + id_len) != 4) {
+      return HS_EINVAL; /* a completion always has both, and the API sets them */
     }
     if (in_chunk == NOTIFY_CHUNK || in_chunk == 0) {
       if (in_chunk > 0) {
