@@ -356,22 +356,28 @@ static uint32_t get_be32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* Starts every parameter array of kind: PostgreSQL's binary array format, one dimension whose
- * length is patched in once the batch is complete (array_recv in arrayfuncs.c). */
+/* Empties a and starts a one-dimensional array of length elements in PostgreSQL's binary
+ * format (array_recv in arrayfuncs.c); the length may be patched in later, at offset 12. */
+static int array_start(hs_buf_t *a, uint32_t elem_oid, uint32_t length) {
+  a->len = 0;
+  uint8_t head[20];
+  put_be32(head, 1);     /* dimensions */
+  put_be32(head + 4, 1); /* may hold NULLs; PostgreSQL looks at each element anyway */
+  put_be32(head + 8, elem_oid);
+  put_be32(head + 12, length);
+  put_be32(head + 16, 1); /* lower bound */
+  return hs_buf_append(a, head, sizeof head);
+}
+
+/* Starts every parameter array of kind; params_end patches their length in once the batch is
+ * complete. */
 static int params_start(hs_committer_t *c, hs_write_kind_t kind) {
   size_t n = n_columns(kind);
   int rc = HS_OK;
   for (size_t p = 0; p <= n; p++) {
-    hs_buf_t *a = &c->params[kind][p];
-    a->len = 0;
-    uint8_t head[20];
-    put_be32(head, 1);     /* dimensions */
-    put_be32(head + 4, 1); /* may hold NULLs; PostgreSQL looks at each element anyway */
-    put_be32(head + 8,
-             p == 0 ? k_types[COL_INT4].elem_oid : k_types[k_columns[kind][p - 1].type].elem_oid);
-    put_be32(head + 12, 0); /* the length, patched */
-    put_be32(head + 16, 1); /* lower bound */
-    rc |= hs_buf_append(a, head, sizeof head);
+    rc |= array_start(
+        &c->params[kind][p],
+        p == 0 ? k_types[COL_INT4].elem_oid : k_types[k_columns[kind][p - 1].type].elem_oid, 0);
   }
   return rc;
 }
@@ -421,14 +427,9 @@ static void params_trim(hs_committer_t *c) {
  * completion's first two cells are its session id and seq (k_columns). */
 static int notify_payloads(hs_committer_t *c, const batch_t *b, size_t rows) {
   hs_buf_t *out = &c->notify;
-  out->len = 0;
-  uint8_t head[20];
-  put_be32(head, 1);
-  put_be32(head + 4, 0);
-  put_be32(head + 8, k_types[COL_TEXT].elem_oid);
-  put_be32(head + 12, (uint32_t)((rows + NOTIFY_CHUNK - 1) / NOTIFY_CHUNK));
-  put_be32(head + 16, 1);
-  int rc = hs_buf_append(out, head, sizeof head);
+  int rc = array_start(out, k_types[COL_TEXT].elem_oid,
+                       (uint32_t)((rows + NOTIFY_CHUNK - 1) / NOTIFY_CHUNK));
+  static const uint8_t unknown_length[4] = {0};
   size_t in_chunk = 0, len_at = 0;
   for (size_t i = 0; rc == HS_OK && i < b->n; i++) {
     const hs_write_t *w = b->items[i];
@@ -446,7 +447,7 @@ static int notify_payloads(hs_committer_t *c, const batch_t *b, size_t rows) {
         put_be32(out->data + len_at, (uint32_t)(out->len - len_at - 4));
       }
       len_at = out->len;
-      rc |= hs_buf_append(out, head, 4); /* the element's length, patched */
+      rc |= hs_buf_append(out, unknown_length, 4); /* the element's length, patched */
       in_chunk = 0;
     } else {
       rc |= hs_buf_append(out, ",", 1);
