@@ -47,7 +47,7 @@ struct hs_sealer {
   int64_t through;  /* the horizon this round moves to */
   uint64_t sealed;  /* records in this round's checkpoints */
   uint64_t checkpoints;
-  bool more; /* the round stopped at ROUND_MAX: go again at once */
+  bool more; /* the round stopped short of the fence (ROUND_MAX ids): go again at once */
   /* Every brand's chain head as this sealer's last round left it, valid while the horizon is
    * still where that round moved it (no other node sealed since): a round then needs only its
    * records, not the heads read back. Owned. */
@@ -390,8 +390,6 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     s->sealed++;
   }
   hs_buf_free(&scratch);
-  s->more = n_recs == ROUND_MAX;
-  s->through = s->more ? hs_audit_be64(PQgetvalue(recs, n_recs - 1, 0)) : s->fence;
   write_round(s, chains, n);
   free(s->pending);
   s->pending = chains; /* known once the write wins */
@@ -399,17 +397,22 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
 }
 
 static void start_read(hs_sealer_t *s) {
-  char from[24], to[24], limit[16];
+  /* Ids are unique, so a range of ROUND_MAX of them holds at most that many records. */
+  s->through = s->fence - s->horizon > ROUND_MAX ? s->horizon + ROUND_MAX : s->fence;
+  s->more = s->through < s->fence;
+  char from[24], to[24];
   snprintf(from, sizeof from, "%" PRId64, s->horizon);
-  snprintf(to, sizeof to, "%" PRId64, s->fence);
-  snprintf(limit, sizeof limit, "%d", ROUND_MAX);
-  const char *params[] = {from, to, limit};
+  snprintf(to, sizeof to, "%" PRId64, s->through);
+  const char *params[] = {from, to};
   hs_db_stmt_t st[] = {
+      /* Each brand's records in the range, through the (brand_id, id) key, in id order within
+         the brand: each chain is a brand's own. */
       {.name = "hs_seal_records",
-       .sql = "SELECT " HS_AUDIT_ROW_SELECT " FROM validation_records r,"
-              " (SELECT NULL::text AS name) b"
-              " WHERE r.id > $1::int8 AND r.id <= $2::int8 ORDER BY r.id LIMIT $3::int4",
-       .n_params = 3,
+       .sql = "SELECT " HS_AUDIT_ROW_SELECT " FROM brands k CROSS JOIN LATERAL"
+              " (SELECT * FROM validation_records r WHERE r.brand_id = k.id"
+              " AND r.id > $1::int8 AND r.id <= $2::int8) r,"
+              " (SELECT NULL::text AS name) b ORDER BY r.brand_id, r.id",
+       .n_params = 2,
        .values = params,
        .binary_result = true},
       /* Every brand's name and head, one index probe each; only when this sealer does not
