@@ -14,8 +14,8 @@
 #include "core/log.h"
 
 enum {
-  /* Records hashed per round: a few milliseconds of the loop. A longer backlog takes several
-   * rounds, run back to back. */
+  /* Ids per round, and so at most as many records hashed: a few milliseconds of the loop. A
+   * longer backlog takes several rounds, run back to back. */
   ROUND_MAX = 5000,
 };
 
