@@ -26,7 +26,10 @@ struct hs_db_job {
   void *ctx;
   size_t n;           /* statements */
   PGresult **results; /* owned: n entries */
-  int *cmd_stmt;      /* per command sent: its statement index, or -1 for a Prepare */
+  int *cmd_stmt;      /* per command sent: its statement index i, or -1 - i for its Prepare */
+  /* owned, NULL unless the job sent a Prepare: per statement, the name it prepared (borrowed
+     from conn.prepared), so that a Prepare which failed or was skipped is forgotten again */
+  const char **prepares;
   size_t n_cmds;
   size_t cmd_done; /* commands whose results have ended */
   int status;
@@ -83,6 +86,7 @@ static void job_free(hs_db_job_t *j) {
   }
   free(j->results);
   free(j->cmd_stmt);
+  free(j->prepares);
   free(j);
 }
 
@@ -189,6 +193,17 @@ static void record_error(hs_db_job_t *j, const PGresult *r, const char *fallback
   snprintf(j->sqlstate, sizeof j->sqlstate, "%s", state != NULL ? state : "");
 }
 
+/* name is borrowed from c->prepared and freed here. */
+static void forget_prepared(conn_t *c, const char *name) {
+  for (unsigned k = 0; k < c->n_prepared; k++) {
+    if (c->prepared[k] == name) {
+      free(c->prepared[k]);
+      c->prepared[k] = c->prepared[--c->n_prepared];
+      return;
+    }
+  }
+}
+
 static void conn_read_results(conn_t *c) {
   if (PQconsumeInput(c->pg) != 1) {
     conn_broken(c, PQerrorMessage(c->pg));
@@ -206,15 +221,13 @@ static void conn_read_results(conn_t *c) {
       int idx = j->cmd_stmt[j->cmd_done];
       if (st == PGRES_FATAL_ERROR) {
         record_error(j, r, "a statement failed");
-        if (idx < 0) {
-          /* A failed Prepare: forget every name so the next job prepares again. */
-          for (unsigned k = 0; k < c->n_prepared; k++) {
-            free(c->prepared[k]);
-          }
-          c->n_prepared = 0;
-        }
       } else if (st == PGRES_PIPELINE_ABORTED) {
         record_error(j, NULL, "skipped after an earlier statement failed");
+      }
+      if (idx < 0 && (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED)) {
+        /* The statement does not exist on the server (a Prepare after a failed statement of
+           the same job is skipped, not run): the next job that uses it prepares it again. */
+        forget_prepared(c, j->prepares != NULL ? j->prepares[-1 - idx] : NULL);
       }
       if (idx >= 0 && j->results[idx] == NULL && st != PGRES_PIPELINE_ABORTED) {
         j->results[idx] = r;
@@ -413,12 +426,16 @@ static int conn_send(conn_t *c, const hs_db_stmt_t *stmts, size_t n, hs_db_done_
     const hs_db_stmt_t *s = &stmts[i];
     if (s->name != NULL) {
       if (!is_prepared(c, s->name)) {
-        ok = PQsendPrepare(c->pg, s->name, s->sql, s->n_params, NULL) == 1;
-        j->cmd_stmt[j->n_cmds++] = -1;
+        if (j->prepares == NULL) {
+          j->prepares = calloc(n, sizeof *j->prepares);
+          ok = j->prepares != NULL;
+        }
+        ok = ok && PQsendPrepare(c->pg, s->name, s->sql, s->n_params, NULL) == 1;
+        j->cmd_stmt[j->n_cmds++] = -1 - (int)i;
         if (ok && c->n_prepared < MAX_PREPARED) {
           c->prepared[c->n_prepared] = strdup(s->name);
           if (c->prepared[c->n_prepared] != NULL) {
-            c->n_prepared++;
+            j->prepares[i] = c->prepared[c->n_prepared++];
           }
         }
       }

@@ -147,6 +147,22 @@ static void test_failed_statement_leaves_pool_usable(void **state) {
   assert_string_equal(r->values[6], "still fine");
 }
 
+/* A named statement first used after a failing statement of the same job is never prepared
+ * (PostgreSQL skips the rest of the pipeline up to its sync): the next job that uses the name
+ * must prepare it, not take it for prepared. */
+static void test_prepare_skipped_after_failure_is_sent_again(void **state) {
+  run_t *r = *state;
+  for (int k = 0; k < 3; k++) {
+    hs_db_stmt_t first[] = {{.sql = "SELECT 1/0"},
+                            {.name = "pool_test_late", .sql = "SELECT 'late'::text"}};
+    assert_int_equal(exec_sync(r, 10, first, 2), HS_EIO);
+    assert_string_equal(r->sqlstates[10], "22012");
+    hs_db_stmt_t again = {.name = "pool_test_late", .sql = "SELECT 'late'::text"};
+    assert_int_equal(exec_sync(r, 11, &again, 1), HS_OK);
+    assert_string_equal(r->values[11], "late");
+  }
+}
+
 static void test_cancelled_job_never_calls_back(void **state) {
   run_t *r = *state;
   job_ctx_t c = {r, 8}, d = {r, 9};
@@ -223,6 +239,7 @@ int main(void) {
       cmocka_unit_test(test_pipelined_jobs_all_complete),
       cmocka_unit_test(test_job_is_one_transaction),
       cmocka_unit_test(test_failed_statement_leaves_pool_usable),
+      cmocka_unit_test(test_prepare_skipped_after_failure_is_sent_again),
       cmocka_unit_test(test_cancelled_job_never_calls_back),
       cmocka_unit_test(test_unreachable_database_fails_fast),
       cmocka_unit_test(test_commits_are_synchronous_whatever_the_default),
