@@ -31,6 +31,7 @@ static const struct {
 typedef struct column {
   const char *name;
   col_type_t type;
+  const char *cast; /* NULL, or the column's SQL type when the parameter's is another */
 } column_t;
 
 /* The columns of each kind, in the order hs_row_* must add them (a member left out is NULL).
@@ -55,7 +56,7 @@ static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
                              {"response", COL_BYTEA},
                              {"events", COL_BYTEA},
                              {"ended", COL_BOOL},
-                             {"device_time", COL_TEXT},
+                             {"device_time", COL_TEXT, "timestamptz"},
                              {"brand_id", COL_INT8},
                              {"process", COL_TEXT},
                              {"version", COL_TEXT},
@@ -64,7 +65,7 @@ static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
                              {"data_digest", COL_BYTEA},
                              {"data", COL_BYTEA},
                              {"documents", COL_BYTEA},
-                             {"pii", COL_TEXT}},
+                             {"pii", COL_TEXT, "text[]"}},
     [HS_WRITE_REJECTION] = {{"session_id", COL_TEXT},
                             {"seq", COL_INT4},
                             {"device_time", COL_TEXT},
@@ -186,23 +187,42 @@ static const char *const k_body[HS_WRITE_KINDS] = {
  * each insert was a tenth of PostgreSQL's work per completion. When one does exist (another
  * node's copy was ahead, or a retry raced its original) the batch fails with a unique
  * violation, nothing of it is kept, and the same batch goes again with the statement above.
- * Every row goes in or none does, so nothing is returned per row, and the notifications'
- * payloads come ready-made in one more parameter (%d: a text[] of "id seq,id seq,..."). */
-static const char *const k_completion_optimistic =
-    " c AS (INSERT INTO step_completions (session_id, seq, digest, response, events, ended,"
-    " device_time) SELECT session_id, seq, digest, response, events, ended,"
-    " device_time::timestamptz FROM input),"
-    " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
-    " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
-    " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
-    " device_time::timestamptz, 'accepted', NULL, data_digest, data, documents, pii::text[]"
-    " FROM input)"
-    " SELECT pg_notify('handsel_session', p) FROM unnest($%d::text[]) p";
+ *
+ * Every row goes in or none does, so nothing is returned per row, and the attempt is three
+ * plain statements in the batch's one transaction: each table's INSERT takes only its own
+ * columns' arrays and unnests them in its select list, which walks the arrays in step, row by
+ * row. The shared `input` CTE of the statements above (and any FROM unnest(...)) first copies
+ * every row into a tuplestore; skipping that was about a tenth of PostgreSQL's CPU per
+ * completion. The notifications' payloads come ready-made in the third statement's one
+ * parameter (a text[] of "id seq,id seq,..."). */
+typedef struct plain_insert {
+  const char *name;  /* prepared under this name */
+  const char *table; /* and its extra column, a constant */
+  const char *extra_column, *extra_value;
+  const char *columns[HS_ROW_MAX_COLUMNS + 1]; /* of k_columns[HS_WRITE_COMPLETION]; NULL ends */
+} plain_insert_t;
+
+static const plain_insert_t k_optimistic[] = {
+    {"hs_commit_completion_steps",
+     "step_completions",
+     NULL,
+     NULL,
+     {"session_id", "seq", "digest", "response", "events", "ended", "device_time"}},
+    {"hs_commit_completion_records",
+     "validation_records",
+     "result",
+     "'accepted'",
+     {"session_id", "seq", "device_time", "brand_id", "process", "version", "step_id",
+      "contractor_id", "data_digest", "data", "documents", "pii"}},
+};
+enum { N_OPTIMISTIC = sizeof k_optimistic / sizeof k_optimistic[0] + 1 /* the notifications */ };
+static const char *const k_notify_name = "hs_commit_completion_notify";
+static const char *const k_notify_sql =
+    "SELECT pg_notify('handsel_session', p) FROM unnest($1::text[]) p";
 
 static const char *const k_names[HS_WRITE_KINDS] = {"hs_commit_session", "hs_commit_completion",
                                                     "hs_commit_rejection", "hs_commit_feedback",
                                                     "hs_commit_content"};
-static const char *const k_optimistic_name = "hs_commit_completion_optimistic";
 
 struct hs_write {
   hs_write_t *next;
@@ -216,7 +236,7 @@ struct hs_write {
 typedef struct batch {
   hs_committer_t *c;
   bool careful;   /* completions go with ON CONFLICT (the optimistic attempt conflicted) */
-  int optimistic; /* the result of the optimistic completion statement, or -1 */
+  int optimistic; /* the first result of the optimistic completion statements, or -1 */
   size_t n;
   hs_write_t *items[]; /* owned: n of them */
 } batch_t;
@@ -230,9 +250,11 @@ struct hs_committer {
   batch_t *inflight; /* the transaction in flight, or NULL */
   bool freeing;
   hs_commit_stats_t stats;
-  char *sql[HS_WRITE_KINDS]; /* owned: each kind's whole statement */
-  char *sql_optimistic;      /* owned */
-  hs_buf_t notify;           /* owned: the optimistic statement's payloads, rebuilt per batch */
+  char *sql[HS_WRITE_KINDS];              /* owned: each kind's whole statement */
+  char *sql_optimistic[N_OPTIMISTIC - 1]; /* owned: the INSERTs of k_optimistic */
+  /* each one's parameters: indexes into params[HS_WRITE_COMPLETION], -1 ends */
+  int optimistic_params[N_OPTIMISTIC - 1][MAX_PARAMS];
+  hs_buf_t notify; /* owned: the optimistic statements' payloads, rebuilt per batch */
   /* owned: one parameter array per column per kind, rebuilt for every batch (libpq copies
      them when the batch is sent, so they are reused) */
   hs_buf_t params[HS_WRITE_KINDS][MAX_PARAMS];
@@ -278,6 +300,48 @@ static char *statement(hs_write_kind_t kind, const char *body) {
   return (char *)hs_buf_release(&sql, NULL);
 }
 
+/* `INSERT INTO <table> (<columns>) SELECT unnest($1::<type>[])::<cast>, ...`, one parameter per
+ * column in the order of ins->columns, whose indexes among the completion's parameters (after
+ * `i`) go to params. Returns NULL when out of memory. */
+static char *plain_statement(const plain_insert_t *ins, int params[MAX_PARAMS]) {
+  const column_t *cols = k_columns[HS_WRITE_COMPLETION];
+  size_t n = 0;
+  for (; ins->columns[n] != NULL; n++) {
+    size_t k = 0;
+    while (strcmp(cols[k].name, ins->columns[n]) != 0) {
+      k++;
+      assert(cols[k].name != NULL); /* k_optimistic names only columns of k_columns */
+    }
+    params[n] = (int)k + 1;
+  }
+  params[n] = -1;
+  hs_buf_t sql;
+  hs_buf_init(&sql, 0);
+  int rc = hs_buf_printf(&sql, "INSERT INTO %s (", ins->table);
+  for (size_t k = 0; k < n; k++) {
+    rc |= hs_buf_printf(&sql, "%s%s", k > 0 ? ", " : "", ins->columns[k]);
+  }
+  if (ins->extra_column != NULL) {
+    rc |= hs_buf_printf(&sql, ", %s", ins->extra_column);
+  }
+  rc |= hs_buf_puts(&sql, ") SELECT ");
+  for (size_t k = 0; k < n; k++) {
+    const column_t *col = &cols[params[k] - 1];
+    rc |= hs_buf_printf(&sql, "%sunnest($%zu::%s)%s%s", k > 0 ? ", " : "", k + 1,
+                        k_types[col->type].sql, col->cast != NULL ? "::" : "",
+                        col->cast != NULL ? col->cast : "");
+  }
+  if (ins->extra_value != NULL) {
+    rc |= hs_buf_printf(&sql, ", %s", ins->extra_value);
+  }
+  rc |= hs_buf_append(&sql, "", 1); /* the NUL */
+  if (rc != HS_OK) {
+    hs_buf_free(&sql);
+    return NULL;
+  }
+  return (char *)hs_buf_release(&sql, NULL);
+}
+
 static void committer_free(hs_committer_t *c) {
   for (int k = 0; k < HS_WRITE_KINDS; k++) {
     free(c->sql[k]);
@@ -285,7 +349,9 @@ static void committer_free(hs_committer_t *c) {
       hs_buf_free(&c->params[k][p]);
     }
   }
-  free(c->sql_optimistic);
+  for (size_t k = 0; k < N_OPTIMISTIC - 1; k++) {
+    free(c->sql_optimistic[k]);
+  }
   hs_buf_free(&c->notify);
   free(c);
 }
@@ -301,12 +367,11 @@ int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *me
     c->sql[k] = statement(k, k_body[k]);
     ok = ok && c->sql[k] != NULL;
   }
-  char body[1024];
-  int notify_param = (int)n_columns(HS_WRITE_COMPLETION) + 2; /* after i and the columns */
-  int body_len = snprintf(body, sizeof body, k_completion_optimistic, notify_param);
-  c->sql_optimistic =
-      body_len > 0 && (size_t)body_len < sizeof body ? statement(HS_WRITE_COMPLETION, body) : NULL;
-  if (!ok || c->sql_optimistic == NULL) {
+  for (size_t k = 0; k < N_OPTIMISTIC - 1; k++) {
+    c->sql_optimistic[k] = plain_statement(&k_optimistic[k], c->optimistic_params[k]);
+    ok = ok && c->sql_optimistic[k] != NULL;
+  }
+  if (!ok) {
     committer_free(c);
     return HS_ENOMEM;
   }
@@ -486,11 +551,13 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
     params_trim(c);
     return HS_ENOMEM;
   }
-  hs_db_stmt_t stmts[HS_WRITE_KINDS];
-  const char *values[HS_WRITE_KINDS][MAX_PARAMS + 1];
-  int lengths[HS_WRITE_KINDS][MAX_PARAMS + 1];
-  int formats[MAX_PARAMS + 1];
-  for (size_t p = 0; p <= MAX_PARAMS; p++) {
+  hs_db_stmt_t stmts[HS_WRITE_KINDS - 1 + N_OPTIMISTIC];
+  const char *values[HS_WRITE_KINDS][MAX_PARAMS];
+  int lengths[HS_WRITE_KINDS][MAX_PARAMS];
+  const char *opt_values[N_OPTIMISTIC][MAX_PARAMS];
+  int opt_lengths[N_OPTIMISTIC][MAX_PARAMS];
+  int formats[MAX_PARAMS];
+  for (size_t p = 0; p < MAX_PARAMS; p++) {
     formats[p] = 1; /* binary */
   }
   size_t n = 0;
@@ -505,15 +572,33 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
       values[k][p] = (const char *)c->params[k][p].data;
       lengths[k][p] = (int)c->params[k][p].len;
     }
-    bool opt = k == HS_WRITE_COMPLETION && optimistic;
-    if (opt) {
-      values[k][n_params] = (const char *)c->notify.data;
-      lengths[k][n_params] = (int)c->notify.len;
-      n_params++;
+    if (k == HS_WRITE_COMPLETION && optimistic) {
       b->optimistic = (int)n;
+      for (size_t q = 0; q < N_OPTIMISTIC - 1; q++) {
+        size_t np = 0;
+        for (; c->optimistic_params[q][np] >= 0; np++) {
+          opt_values[q][np] = values[k][c->optimistic_params[q][np]];
+          opt_lengths[q][np] = lengths[k][c->optimistic_params[q][np]];
+        }
+        stmts[n++] = (hs_db_stmt_t){.name = k_optimistic[q].name,
+                                    .sql = c->sql_optimistic[q],
+                                    .n_params = (int)np,
+                                    .values = opt_values[q],
+                                    .lengths = opt_lengths[q],
+                                    .formats = formats};
+      }
+      opt_values[N_OPTIMISTIC - 1][0] = (const char *)c->notify.data;
+      opt_lengths[N_OPTIMISTIC - 1][0] = (int)c->notify.len;
+      stmts[n++] = (hs_db_stmt_t){.name = k_notify_name,
+                                  .sql = k_notify_sql,
+                                  .n_params = 1,
+                                  .values = opt_values[N_OPTIMISTIC - 1],
+                                  .lengths = opt_lengths[N_OPTIMISTIC - 1],
+                                  .formats = formats};
+      continue;
     }
-    stmts[n++] = (hs_db_stmt_t){.name = opt ? k_optimistic_name : k_names[k],
-                                .sql = opt ? c->sql_optimistic : c->sql[k],
+    stmts[n++] = (hs_db_stmt_t){.name = k_names[k],
+                                .sql = c->sql[k],
                                 .n_params = (int)n_params,
                                 .values = values[k],
                                 .lengths = lengths[k],
@@ -539,9 +624,10 @@ static void on_batch_done(void *ctx, const hs_db_result_t *res) {
     status = rc == HS_ENOMEM ? HS_EIO : HS_EUNAVAIL;
   } else if (status == HS_OK) {
     for (size_t r = 0; r < res->n_results; r++) {
-      if ((int)r == b->optimistic) {
+      if (b->optimistic >= 0 && r >= (size_t)b->optimistic &&
+          r < (size_t)b->optimistic + N_OPTIMISTIC) {
         /* It went in whole: every completion of the batch was inserted. */
-        for (size_t i = 0; i < b->n; i++) {
+        for (size_t i = 0; r == (size_t)b->optimistic && i < b->n; i++) {
           b->items[i]->inserted |= b->items[i]->kind == HS_WRITE_COMPLETION;
         }
         continue;
