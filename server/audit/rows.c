@@ -1,5 +1,6 @@
 #include "audit/rows.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* A binary timestamptz counts microseconds from 2000-01-01T00:00:00Z. */
@@ -52,4 +53,34 @@ int hs_audit_row_parse(const PGresult *res, int row, hs_audit_record_t *rec, int
     rec->documents_len = (size_t)PQgetlength(res, row, 14);
   }
   return HS_OK;
+}
+
+static int cmp_order(const void *a, const void *b) {
+  const hs_audit_row_order_t *x = a, *y = b;
+  if (x->brand_id != y->brand_id) {
+    return x->brand_id < y->brand_id ? -1 : 1;
+  }
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+hs_audit_row_order_t *hs_audit_rows_order(const PGresult *res) {
+  int n = PQntuples(res);
+  if (PQnfields(res) < HS_AUDIT_ROW_COLUMNS) {
+    return NULL;
+  }
+  hs_audit_row_order_t *o = malloc((size_t)(n > 0 ? n : 1) * sizeof *o);
+  for (int i = 0; o != NULL && i < n; i++) {
+    if (PQgetlength(res, i, 0) != 8 || PQgetlength(res, i, 2) != 8) {
+      free(o);
+      return NULL;
+    }
+    o[i] = (hs_audit_row_order_t){.brand_id = hs_audit_be64(PQgetvalue(res, i, 2)),
+                                  .id = hs_audit_be64(PQgetvalue(res, i, 0)),
+                                  .row = i};
+  }
+  if (o != NULL) {
+    /* The rows arrive nearly in order (one index scan per brand), and the keys are small. */
+    qsort(o, (size_t)n, sizeof *o, cmp_order);
+  }
+  return o;
 }

@@ -22,6 +22,16 @@ enum { HS_AUDIT_ROW_COLUMNS = 15 };
  * brand's id. HS_EINVAL when a column does not have the expected shape. */
 int hs_audit_row_parse(const PGresult *res, int row, hs_audit_record_t *rec, int64_t *brand_id);
 
+/* A record's place in a sealing round: each brand's chain takes its records in id order. */
+typedef struct hs_audit_row_order {
+  int64_t brand_id, id;
+  int row; /* in the result */
+} hs_audit_row_order_t;
+
+/* The rows of res (HS_AUDIT_ROW_SELECT, binary) sorted by (brand_id, id), one entry per row.
+ * NULL when out of memory or when a row lacks either id. Owned by the caller (free). */
+hs_audit_row_order_t *hs_audit_rows_order(const PGresult *res);
+
 /* Binary int8 / int4 columns. */
 int64_t hs_audit_be64(const char *p);
 int32_t hs_audit_be32(const char *p);

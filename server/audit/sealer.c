@@ -354,17 +354,26 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     }
   }
   s->sealed = 0;
+  hs_audit_row_order_t *order = hs_audit_rows_order(recs);
+  if (order == NULL) {
+    free(chains);
+    hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error",
+           "out of memory, or a record without its ids");
+    schedule(s, s->interval_ms);
+    return;
+  }
   hs_buf_t scratch;
   hs_buf_init(&scratch, 0);
   for (int i = 0; i < n_recs; i++) {
     hs_audit_record_t rec;
     int64_t brand_id = 0;
     uint8_t h[32];
-    int rc = hs_audit_row_parse(recs, i, &rec, &brand_id);
+    int rc = hs_audit_row_parse(recs, order[i].row, &rec, &brand_id);
     chain_t *c = rc == HS_OK ? find_chain(chains, n, brand_id) : NULL;
     if (rc == HS_OK && c == NULL && heads == NULL) {
       /* A brand created since the heads were read: read them again, names and all. */
       hs_buf_free(&scratch);
+      free(order);
       free(chains);
       s->known_valid = false;
       schedule(s, 0);
@@ -376,6 +385,7 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     }
     if (rc != HS_OK || c == NULL) {
       hs_buf_free(&scratch);
+      free(order);
       free(chains);
       hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error",
              c == NULL && rc == HS_OK ? "a record names a brand that does not exist"
@@ -390,6 +400,7 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     s->sealed++;
   }
   hs_buf_free(&scratch);
+  free(order);
   write_round(s, chains, n);
   free(s->pending);
   s->pending = chains; /* known once the write wins */
@@ -405,13 +416,14 @@ static void start_read(hs_sealer_t *s) {
   snprintf(to, sizeof to, "%" PRId64, s->through);
   const char *params[] = {from, to};
   hs_db_stmt_t st[] = {
-      /* Each brand's records in the range, through the (brand_id, id) key, in id order within
-         the brand: each chain is a brand's own. */
+      /* Each brand's records in the range, through the (brand_id, id) key. In no particular
+         order: PostgreSQL sorting these wide rows was half of the query's time, so on_read
+         orders them itself (hs_audit_rows_order). */
       {.name = "hs_seal_records",
        .sql = "SELECT " HS_AUDIT_ROW_SELECT " FROM brands k CROSS JOIN LATERAL"
               " (SELECT * FROM validation_records r WHERE r.brand_id = k.id"
               " AND r.id > $1::int8 AND r.id <= $2::int8) r,"
-              " (SELECT NULL::text AS name) b ORDER BY r.brand_id, r.id",
+              " (SELECT NULL::text AS name) b",
        .n_params = 2,
        .values = params,
        .binary_result = true},

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "audit/record.h"
+#include "audit/rows.h"
 #include "audit/sign.h"
 #include "codec/codec.h"
 #include "core/arena.h"
@@ -240,12 +241,60 @@ static void test_msgpack_to_json(void **state) {
   hs_buf_free(&out);
 }
 
+static void put_be64(char out[8], int64_t v) {
+  for (int i = 7; i >= 0; i--) {
+    out[i] = (char)(v & 0xff);
+    v = (int64_t)((uint64_t)v >> 8);
+  }
+}
+
+/* The sealer's query leaves the order of its rows to the server: every brand's records must
+ * come out in id order, brand by brand, whatever order PostgreSQL sent them in. The result is
+ * built in memory with libpq's own functions (no server), with the two id columns filled. */
+static void test_rows_order(void **state) {
+  (void)state;
+  PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+  assert_non_null(res);
+  PGresAttDesc cols[HS_AUDIT_ROW_COLUMNS];
+  memset(cols, 0, sizeof cols);
+  for (int k = 0; k < HS_AUDIT_ROW_COLUMNS; k++) {
+    cols[k].name = (char *)"c";
+    cols[k].format = 1;
+    cols[k].typlen = -1;
+  }
+  assert_int_equal(PQsetResultAttrs(res, HS_AUDIT_ROW_COLUMNS, cols), 1);
+  /* (brand, id) rows as a bitmap scan or brands read in any order could send them. */
+  static const int64_t rows[][2] = {{7, 30}, {2, 12}, {7, 4}, {2, 11}, {9, 1}, {2, 40}, {7, 5}};
+  enum { N = sizeof rows / sizeof rows[0] };
+  for (int i = 0; i < N; i++) {
+    char id[8], brand[8];
+    put_be64(id, rows[i][1]);
+    put_be64(brand, rows[i][0]);
+    assert_int_equal(PQsetvalue(res, i, 0, id, 8), 1);
+    assert_int_equal(PQsetvalue(res, i, 2, brand, 8), 1);
+  }
+  hs_audit_row_order_t *o = hs_audit_rows_order(res);
+  assert_non_null(o);
+  static const int64_t want[][3] = {{2, 11, 3}, {2, 12, 1}, {2, 40, 5}, {7, 4, 2},
+                                    {7, 5, 6},  {7, 30, 0}, {9, 1, 4}};
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(o[i].brand_id, want[i][0]);
+    assert_int_equal(o[i].id, want[i][1]);
+    assert_int_equal(o[i].row, want[i][2]);
+  }
+  free(o);
+
+  /* A row whose id is not an int8 is refused, not ordered by garbage. */
+  assert_int_equal(PQsetvalue(res, 3, 0, "1234", 4), 1);
+  assert_null(hs_audit_rows_order(res));
+  PQclear(res);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_record_hash_vector),
-      cmocka_unit_test(test_times),
-      cmocka_unit_test(test_keys_and_signatures),
-      cmocka_unit_test(test_msgpack_to_json),
+      cmocka_unit_test(test_record_hash_vector),  cmocka_unit_test(test_times),
+      cmocka_unit_test(test_keys_and_signatures), cmocka_unit_test(test_msgpack_to_json),
+      cmocka_unit_test(test_rows_order),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
