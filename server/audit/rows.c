@@ -3,22 +3,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/endian.h"
+
 /* A binary timestamptz counts microseconds from 2000-01-01T00:00:00Z. */
 static const int64_t PG_EPOCH_US = 946684800LL * 1000000;
 
 int64_t hs_audit_be64(const char *p) {
-  const unsigned char *u = (const unsigned char *)p;
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) {
-    v = (v << 8) | u[i];
-  }
-  return (int64_t)v;
+  return (int64_t)hs_get_be64((const uint8_t *)p);
 }
 
 int32_t hs_audit_be32(const char *p) {
-  const unsigned char *u = (const unsigned char *)p;
-  return (int32_t)(((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) |
-                   (uint32_t)u[3]);
+  return (int32_t)hs_get_be32((const uint8_t *)p);
 }
 
 int hs_audit_row_parse(const PGresult *res, int row, hs_audit_record_t *rec, int64_t *brand_id) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "codec/codec.h"
+#include "core/endian.h"
 
 /* msgpack-c keeps its container stack in a fixed array of MSGPACK_EMBED_STACK_SIZE (32)
  * entries, compiled into the library, and fails deeper messages: no limit can allow more. */
@@ -29,10 +30,6 @@ typedef struct scan {
 
 static uint32_t be16(const uint8_t *p) {
   return (uint32_t)p[0] << 8 | p[1];
-}
-
-static uint32_t be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* "1 byte remains" / "2 bytes remain": messages are read by people. */
@@ -290,7 +287,7 @@ static int scan_object(scan_t *s, size_t *end) {
       return truncated(s, at, 1 + hdr, header_name(b));
     }
     if (hdr > 0) {
-      uint64_t n = hdr == 1 ? buf[pos] : hdr == 2 ? be16(buf + pos) : be32(buf + pos);
+      uint64_t n = hdr == 1 ? buf[pos] : hdr == 2 ? be16(buf + pos) : hs_get_be32(buf + pos);
       if (kind == K_ARRAY || kind == K_MAP) {
         count = n;
       } else {

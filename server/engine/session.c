@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/endian.h"
 #include "core/ids.h"
 #include "engine/internal.h"
 #include "learn/learn.h"
@@ -107,9 +108,10 @@ static void content_hash(lua_State *L, int entry, char out[7 + 64 + 1]) {
     const char *v =
         lua_getfield(L, entry, keys[i]) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
     uint32_t len = v != NULL ? (uint32_t)n : UINT32_MAX;
-    char be[4] = {(char)(len >> 24), (char)(len >> 16), (char)(len >> 8), (char)len};
+    uint8_t be[4];
+    hs_put_be32(be, len);
     lua_pop(L, 1); /* the content table still holds the string */
-    luaL_addlstring(&b, be, 4);
+    luaL_addlstring(&b, (const char *)be, 4);
     if (v != NULL) {
       luaL_addlstring(&b, v, n);
     }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "codec/codec.h"
+#include "core/endian.h"
 
 enum {
   MAX_BATCH = 1024,   /* writes in one transaction */
@@ -410,27 +411,16 @@ void hs_committer_close(hs_committer_t *c) {
   uv_close((uv_handle_t *)&c->check, on_closed);
 }
 
-static void put_be32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* Empties a and starts a one-dimensional array of length elements in PostgreSQL's binary
  * format (array_recv in arrayfuncs.c); the length may be patched in later, at offset 12. */
 static int array_start(hs_buf_t *a, uint32_t elem_oid, uint32_t length) {
   a->len = 0;
   uint8_t head[20];
-  put_be32(head, 1);     /* dimensions */
-  put_be32(head + 4, 1); /* may hold NULLs; PostgreSQL looks at each element anyway */
-  put_be32(head + 8, elem_oid);
-  put_be32(head + 12, length);
-  put_be32(head + 16, 1); /* lower bound */
+  hs_put_be32(head, 1);     /* dimensions */
+  hs_put_be32(head + 4, 1); /* may hold NULLs; PostgreSQL looks at each element anyway */
+  hs_put_be32(head + 8, elem_oid);
+  hs_put_be32(head + 12, length);
+  hs_put_be32(head + 16, 1); /* lower bound */
   return hs_buf_append(a, head, sizeof head);
 }
 
@@ -452,13 +442,13 @@ static int params_start(hs_committer_t *c, hs_write_kind_t kind) {
 static int params_add(hs_committer_t *c, const hs_write_t *w, size_t i) {
   hs_buf_t *params = c->params[w->kind];
   uint8_t elem[8];
-  put_be32(elem, 4);
-  put_be32(elem + 4, (uint32_t)i);
+  hs_put_be32(elem, 4);
+  hs_put_be32(elem + 4, (uint32_t)i);
   int rc = hs_buf_append(&params[0], elem, sizeof elem);
   const uint8_t *p = w->cells.data;
   const uint8_t *end = p + w->cells.len;
   for (size_t k = 1; p < end; k++) {
-    uint32_t len = get_be32(p);
+    uint32_t len = hs_get_be32(p);
     size_t size = 4 + (len == UINT32_MAX ? 0 : len); /* -1: NULL, no bytes */
     rc |= hs_buf_append(&params[k], p, size);
     p += size;
@@ -469,7 +459,7 @@ static int params_add(hs_committer_t *c, const hs_write_t *w, size_t i) {
 static void params_end(hs_committer_t *c, hs_write_kind_t kind, size_t rows) {
   size_t n = n_columns(kind);
   for (size_t p = 0; p <= n; p++) {
-    put_be32(c->params[kind][p].data + 12, (uint32_t)rows);
+    hs_put_be32(c->params[kind][p].data + 12, (uint32_t)rows);
   }
 }
 
@@ -503,13 +493,13 @@ static int notify_payloads(hs_committer_t *c, const batch_t *b, size_t rows) {
     }
     const uint8_t *p = w->cells.data;
     size_t size = w->cells.len;
-    uint32_t id_len = size >= 4 ? get_be32(p) : UINT32_MAX;
-    if (id_len == UINT32_MAX || size < 12 + (size_t)id_len || get_be32(p + 4 + id_len) != 4) {
+    uint32_t id_len = size >= 4 ? hs_get_be32(p) : UINT32_MAX;
+    if (id_len == UINT32_MAX || size < 12 + (size_t)id_len || hs_get_be32(p + 4 + id_len) != 4) {
       return HS_EINVAL; /* a completion always has both, and the API sets them */
     }
     if (in_chunk == NOTIFY_CHUNK || in_chunk == 0) {
       if (in_chunk > 0) {
-        put_be32(out->data + len_at, (uint32_t)(out->len - len_at - 4));
+        hs_put_be32(out->data + len_at, (uint32_t)(out->len - len_at - 4));
       }
       len_at = out->len;
       rc |= hs_buf_append(out, unknown_length, 4); /* the element's length, patched */
@@ -519,11 +509,11 @@ static int notify_payloads(hs_committer_t *c, const batch_t *b, size_t rows) {
     }
     rc |= hs_buf_append(out, p + 4, id_len);
     rc |= hs_buf_append(out, " ", 1);
-    rc |= hs_buf_put_int(out, (int32_t)get_be32(p + 8 + id_len));
+    rc |= hs_buf_put_int(out, (int32_t)hs_get_be32(p + 8 + id_len));
     in_chunk++;
   }
   if (rc == HS_OK && in_chunk > 0) {
-    put_be32(out->data + len_at, (uint32_t)(out->len - len_at - 4));
+    hs_put_be32(out->data + len_at, (uint32_t)(out->len - len_at - 4));
   }
   return rc;
 }
@@ -710,7 +700,7 @@ void hs_row_free(hs_row_t *r) {
 
 static void put_length(hs_row_t *r, uint32_t len) {
   uint8_t p[4];
-  put_be32(p, len);
+  hs_put_be32(p, len);
   r->rc = hs_buf_append(&r->cells, p, 4);
 }
 
@@ -814,7 +804,7 @@ void hs_row_msgpack(hs_row_t *r, const char *key, const hs_value_t *v) {
       r->rc = HS_ELIMIT;
       return;
     }
-    put_be32(r->cells.data + at, (uint32_t)n);
+    hs_put_be32(r->cells.data + at, (uint32_t)n);
   }
 }
 
@@ -845,7 +835,7 @@ void hs_row_strs(hs_row_t *r, const char *key, const char *const *items, size_t 
   rc |= hs_buf_append(&r->cells, "}", 1);
   r->rc = rc != HS_OK ? HS_ENOMEM : HS_OK;
   if (r->rc == HS_OK) {
-    put_be32(r->cells.data + at, (uint32_t)(r->cells.len - at - 4));
+    hs_put_be32(r->cells.data + at, (uint32_t)(r->cells.len - at - 4));
   }
 }
 

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/endian.h"
 #include "core/error.h"
 #include "hs_test_server.h"
 
@@ -161,17 +162,6 @@ int hs_raw_frame(hs_raw_t *r, uint8_t type, uint8_t flags, int32_t stream_id, co
 
 #define WRITE_TIMEOUT 5000
 
-static void put32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
-static uint32_t get32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 int hs_raw_settings(hs_raw_t *r, const nghttp2_settings_entry *iv, size_t n) {
   uint8_t payload[6 * 16];
   if (n > 16) {
@@ -180,7 +170,7 @@ int hs_raw_settings(hs_raw_t *r, const nghttp2_settings_entry *iv, size_t n) {
   for (size_t i = 0; i < n; i++) {
     payload[6 * i] = (uint8_t)(iv[i].settings_id >> 8);
     payload[6 * i + 1] = (uint8_t)iv[i].settings_id;
-    put32(payload + 6 * i + 2, iv[i].value);
+    hs_put_be32(payload + 6 * i + 2, iv[i].value);
   }
   return hs_raw_frame(r, HS_RAW_SETTINGS, 0, 0, payload, 6 * n, WRITE_TIMEOUT);
 }
@@ -217,19 +207,19 @@ int hs_raw_ping(hs_raw_t *r, uint64_t opaque) {
 
 int hs_raw_rst_stream(hs_raw_t *r, int32_t stream_id, uint32_t code) {
   uint8_t p[4];
-  put32(p, code);
+  hs_put_be32(p, code);
   return hs_raw_frame(r, HS_RAW_RST_STREAM, 0, stream_id, p, 4, WRITE_TIMEOUT);
 }
 
 int hs_raw_window_update(hs_raw_t *r, int32_t stream_id, uint32_t increment) {
   uint8_t p[4];
-  put32(p, increment & 0x7fffffffu);
+  hs_put_be32(p, increment & 0x7fffffffu);
   return hs_raw_frame(r, HS_RAW_WINDOW_UPDATE, 0, stream_id, p, 4, WRITE_TIMEOUT);
 }
 
 int hs_raw_priority(hs_raw_t *r, int32_t stream_id, int32_t depends_on, uint8_t weight) {
   uint8_t p[5];
-  put32(p, (uint32_t)depends_on & 0x7fffffffu);
+  hs_put_be32(p, (uint32_t)depends_on & 0x7fffffffu);
   p[4] = weight;
   return hs_raw_frame(r, HS_RAW_PRIORITY, 0, stream_id, p, 5, WRITE_TIMEOUT);
 }
@@ -368,7 +358,7 @@ static void summarize(hs_raw_t *r, const hs_raw_frame_t *f) {
       r->got_settings = true;
       for (size_t i = 0; i + 6 <= len; i += 6) {
         uint16_t id = (uint16_t)(p[i] << 8 | p[i + 1]);
-        uint32_t v = get32(p + i + 2);
+        uint32_t v = hs_get_be32(p + i + 2);
         if (id == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
           r->max_concurrent_streams = v;
         } else if (id == NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE) {
@@ -386,8 +376,8 @@ static void summarize(hs_raw_t *r, const hs_raw_frame_t *f) {
     case HS_RAW_GOAWAY:
       if (len >= 8) {
         r->goaway = true;
-        r->goaway_last_stream = (int32_t)(get32(p) & 0x7fffffffu);
-        r->goaway_code = get32(p + 4);
+        r->goaway_last_stream = (int32_t)(hs_get_be32(p) & 0x7fffffffu);
+        r->goaway_code = hs_get_be32(p + 4);
       }
       break;
     case HS_RAW_RST_STREAM: {
@@ -395,7 +385,7 @@ static void summarize(hs_raw_t *r, const hs_raw_frame_t *f) {
       hs_raw_stream_t *s = stream_slot(r, f->stream_id);
       if (s != NULL && len >= 4) {
         s->reset = true;
-        s->reset_code = get32(p);
+        s->reset_code = hs_get_be32(p);
       }
       break;
     }
@@ -459,7 +449,7 @@ static bool take_frame(hs_raw_t *r, hs_raw_frame_t *out) {
   hs_raw_frame_t f = {.length = len,
                       .type = h[3],
                       .flags = h[4],
-                      .stream_id = (int32_t)(get32(h + 5) & 0x7fffffffu)};
+                      .stream_id = (int32_t)(hs_get_be32(h + 5) & 0x7fffffffu)};
   f.payload = malloc(len ? len : 1);
   if (f.payload == NULL) {
     return false;

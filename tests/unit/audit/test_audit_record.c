@@ -20,6 +20,7 @@
 #include "audit/sign.h"
 #include "codec/codec.h"
 #include "core/arena.h"
+#include "core/endian.h"
 #include "core/ids.h"
 
 #ifndef HANDSEL_SOURCE_DIR
@@ -241,13 +242,6 @@ static void test_msgpack_to_json(void **state) {
   hs_buf_free(&out);
 }
 
-static void put_be64(char out[8], int64_t v) {
-  for (int i = 7; i >= 0; i--) {
-    out[i] = (char)(v & 0xff);
-    v = (int64_t)((uint64_t)v >> 8);
-  }
-}
-
 /* The sealer's query leaves the order of its rows to the server: every brand's records must
  * come out in id order, brand by brand, whatever order PostgreSQL sent them in. The result is
  * built in memory with libpq's own functions (no server), with the two id columns filled. */
@@ -267,11 +261,11 @@ static void test_rows_order(void **state) {
   static const int64_t rows[][2] = {{7, 30}, {2, 12}, {7, 4}, {2, 11}, {9, 1}, {2, 40}, {7, 5}};
   enum { N = sizeof rows / sizeof rows[0] };
   for (int i = 0; i < N; i++) {
-    char id[8], brand[8];
-    put_be64(id, rows[i][1]);
-    put_be64(brand, rows[i][0]);
-    assert_int_equal(PQsetvalue(res, i, 0, id, 8), 1);
-    assert_int_equal(PQsetvalue(res, i, 2, brand, 8), 1);
+    uint8_t id[8], brand[8];
+    hs_put_be64(id, (uint64_t)rows[i][1]);
+    hs_put_be64(brand, (uint64_t)rows[i][0]);
+    assert_int_equal(PQsetvalue(res, i, 0, (char *)id, 8), 1);
+    assert_int_equal(PQsetvalue(res, i, 2, (char *)brand, 8), 1);
   }
   hs_audit_row_order_t *o = hs_audit_rows_order(res);
   assert_non_null(o);
