@@ -33,8 +33,6 @@ struct sop {
   uint32_t seq;
   const hs_value_t *data;   /* completion data, in the request's arena */
   const hs_value_t *answer; /* the prepared answer of a completion, in the request's arena */
-  hs_buf_t answer_mp;       /* owned: an accepted completion's answer as msgpack, which is both
-                               stored (the answer to a retry) and sent */
   char at[40];              /* device time as sent (RFC 3339), "" when absent */
   int64_t at_ms;
   hs_load_t *load;  /* a session load in flight */
@@ -66,7 +64,6 @@ static void sop_free(sop_t *op) {
     hs_session_free(op->new_session);
   }
   free(op->new_live);
-  hs_buf_free(&op->answer_mp);
   free(op);
 }
 
@@ -569,12 +566,9 @@ static void on_completion_committed(void *ctx, int status, bool inserted) {
     hs_store_live_changed(live);
     if (op->req != NULL) {
       hs_req_t *req = op->req;
-      const hs_value_t *answer = op->answer;
-      hs_buf_t mp = op->answer_mp; /* outlives op */
-      hs_buf_init(&op->answer_mp, 0);
+      const hs_value_t *answer = op->answer; /* in the request's arena */
       sop_done(op);
-      hs_req_respond_msgpack(req, 200, answer, mp.data, mp.len);
-      hs_buf_free(&mp);
+      hs_req_respond(req, 200, answer);
     } else {
       sop_free(op);
     }
@@ -596,21 +590,32 @@ static void on_completion_committed(void *ctx, int status, bool inserted) {
   complete_stored(op);
 }
 
-static void on_stored_read(void *ctx, const hs_db_result_t *res) {
+/* A retry of an accepted completion (or a different request for its seq): the record says
+ * which, and the answer it got is rebuilt from the record (hs_store_answer). */
+static void on_stored_answer(void *ctx, int status, const char *digest_hex,
+                             const hs_value_t *answer, const hs_err_t *err) {
   sop_t *op = ctx;
-  op->job = NULL;
+  op->load = NULL;
   hs_req_t *req = op->req;
-  if (res->status != HS_OK) {
-    hs_api_unavailable(req, res->error);
+  if (status == HS_EUNAVAIL) {
+    hs_api_unavailable(req, err->msg);
     sop_done(op);
     return;
   }
-  PGresult *r = res->results[0];
-  if (PQntuples(r) != 1) {
+  if (status == HS_ENOTFOUND) {
     hs_req_respond_error(req, 409, "conflict",
                          "Step %u is not the current step of this session; read the session for "
                          "the current one",
                          op->seq);
+    sop_done(op);
+    return;
+  }
+  if (status != HS_OK) {
+    hs_log(HS_LOG_ERROR, "answer_replay_failed", "{s:s, s:i, s:s}", "session", op->id, "seq",
+           (int)op->seq, "error", err->msg);
+    hs_req_respond_error(req, 500, "script_error",
+                         "The answer to step %u cannot be rebuilt from the session's record: %s",
+                         op->seq, err->msg);
     sop_done(op);
     return;
   }
@@ -626,7 +631,7 @@ static void on_stored_read(void *ctx, const hs_db_result_t *res) {
     return;
   }
   hs_hex(digest, 32, hex);
-  if (strcmp(hex, PQgetvalue(r, 0, 0)) != 0) {
+  if (strcmp(hex, digest_hex) != 0) {
     hs_req_respond_error(req, 409, "conflict",
                          "Step %u was already completed with different data; read the session "
                          "for the current step",
@@ -635,32 +640,20 @@ static void on_stored_read(void *ctx, const hs_db_result_t *res) {
     return;
   }
   /* The same completion again: the same answer. */
-  const char *b64 = PQgetvalue(r, 0, 1);
-  uint8_t *raw = NULL;
-  size_t raw_len = 0;
-  hs_value_t *answer = NULL;
-  hs_err_t err;
-  if (hs_base64_decode(b64, strlen(b64), &req->arena, &raw, &raw_len, &err) != HS_OK ||
-      hs_msgpack_decode(raw, raw_len, NULL, &req->arena, &answer, &err) != HS_OK) {
-    hs_req_respond_error(req, 500, "internal", "The stored answer cannot be read");
-    sop_done(op);
-    return;
-  }
   sop_done(op);
   hs_req_respond(req, 200, answer);
 }
 
 static void complete_stored(sop_t *op) {
-  char seq[16];
-  snprintf(seq, sizeof seq, "%u", op->seq);
-  const char *params[] = {op->id, seq};
-  hs_db_stmt_t s = {
-      .name = "hs_stored_completion",
-      .sql = "SELECT encode(digest, 'hex'), translate(encode(response, 'base64'), E'\\n', '')"
-             " FROM step_completions WHERE session_id = $1 AND seq = $2",
-      .n_params = 2,
-      .values = params};
-  if (hs_db_exec(hs_store_pool(op->store), &s, 1, on_stored_read, op, &op->job) != HS_OK) {
+  int rc = hs_store_answer(op->store, op->who.brand_id, op->id, op->seq, on_stored_answer, op,
+                           &op->load);
+  if (rc == HS_ENOTFOUND) {
+    hs_req_respond_error(op->req, 409, "conflict",
+                         "Step %u is not the current step of this session; read the session for "
+                         "the current one",
+                         op->seq);
+    sop_done(op);
+  } else if (rc != HS_OK) {
     hs_api_unavailable(op->req, "the database is unavailable");
     sop_done(op);
   }
@@ -936,10 +929,6 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     hs_row_str(&row, "session_id", live->id);
     hs_row_int(&row, "seq", op->seq);
     hs_row_bytes(&row, "digest", digest, 32);
-    if (hs_msgpack_encode(answer, &op->answer_mp) != HS_OK) {
-      row.rc = HS_ENOMEM;
-    }
-    hs_row_bytes(&row, "response", op->answer_mp.data, op->answer_mp.len);
     hs_row_msgpack(&row, "events", res.events);
     hs_row_bool(&row, "ended", res.status == HS_STEP_ENDED);
     hs_row_str(&row, "device_time", time_or_null(op->at));

@@ -5,9 +5,10 @@
  * contractor, seed, start time), the pinned version's source, and each validation record's
  * submitted data and times, plus the evidence blobs the brand had stored when the attempt was
  * made. The outputs are everything the engine decided: the step each attempt was at, accepted
- * or rejected, the per-field messages, and for accepted attempts the events it produced and
- * the answer sent to the device. Outputs are compared as canonical msgpack bytes; where the
- * bytes differ, the first member that differs is named.
+ * or rejected, the per-field messages, and for accepted attempts the events it produced (the
+ * answer sent to the device is not stored: a server rebuilds it from these events, so it
+ * follows from them). Outputs are compared as canonical msgpack bytes; where the bytes differ,
+ * the first member that differs is named.
  *
  * It reads PostgreSQL with blocking libpq (a command, not the server) and streams the records
  * in single-row mode, so a session with any number of attempts is audited in bounded memory:
@@ -66,9 +67,6 @@ typedef struct attempt {
   const uint8_t *events_mp;
   size_t events_len;
   const hs_value_t *events;
-  const uint8_t *response_mp;
-  size_t response_len;
-  const hs_value_t *response;
   bool ended;
 } attempt_t;
 
@@ -80,7 +78,6 @@ typedef struct run {
   bool ended;
   const hs_value_t *errors; /* rejected */
   hs_value_t *events;       /* accepted */
-  hs_value_t *answer;       /* accepted: {status, next} as sent to the device */
 } run_t;
 
 typedef struct audit {
@@ -112,8 +109,9 @@ void hs_cmd_audit_help(FILE *out) {
         "        data and times, as the server did: a photo or signature must name a blob the\n"
         "        brand had stored when the attempt was made. For each attempt it checks the\n"
         "        step id and seq the script was at, accepted or rejected, the per-field\n"
-        "        messages, and for accepted attempts the events the engine recorded and the\n"
-        "        next step sent to the device. It prints one line per attempt, such as\n"
+        "        messages, and for accepted attempts the events the engine recorded, from\n"
+        "        which the next step sent to the device follows. It prints one line per\n"
+        "        attempt, such as\n"
         "          seq 3 roof: accepted, matches\n"
         "          seq 4 roof: the record says rejected (roof_age: ...), the script says accepted\n"
         "        then a summary. --brand refuses a session of another brand.\n"
@@ -299,7 +297,7 @@ static const char k_attempts_sql[] =
     " v.server_time,"
     " round(extract(epoch FROM v.server_time) * 1000)::bigint,"
     " coalesce(floor(extract(epoch FROM v.device_time) * 1000)::bigint, 0),"
-    " c.events IS NOT NULL, c.events, c.response, c.ended"
+    " c.events IS NOT NULL, c.events, c.ended"
     " FROM validation_records v LEFT JOIN step_completions c"
     " ON v.result = 'accepted' AND c.session_id = v.session_id AND c.seq = v.seq"
     " WHERE v.session_id = $1 AND v.brand_id = $2"
@@ -321,7 +319,6 @@ enum {
   C_DEVICE_MS,
   C_HAS_ROW,
   C_EVENTS,
-  C_RESPONSE,
   C_ENDED,
 };
 
@@ -352,10 +349,7 @@ static int read_attempt(const PGresult *r, hs_arena_t *a, attempt_t *at, hs_err_
   at->has_row = strcmp(PQgetvalue(r, 0, C_HAS_ROW), "t") == 0;
   if (at->has_row) {
     at->events = decode_bytea(r, 0, C_EVENTS, a, &at->events_mp, &at->events_len, err);
-    at->response = at->events != NULL
-                       ? decode_bytea(r, 0, C_RESPONSE, a, &at->response_mp, &at->response_len, err)
-                       : NULL;
-    if (at->response == NULL) {
+    if (at->events == NULL) {
       return err->code;
     }
     at->ended = strcmp(PQgetvalue(r, 0, C_ENDED), "t") == 0;
@@ -463,12 +457,6 @@ static int run_attempt(audit_t *au, hs_session_t *s, const attempt_t *at, hs_are
   run->accepted = true;
   run->ended = res.status == HS_STEP_ENDED;
   run->events = res.events;
-  hs_value_t nil = {.type = HS_V_NIL};
-  run->answer = hs_value_new_map(a, 2);
-  if (run->answer == NULL || hs_map_add_str(a, run->answer, "status", "accepted") != HS_OK ||
-      hs_map_add(a, run->answer, "next", res.step != NULL ? res.step : &nil) == NULL) {
-    return hs_err_set(err, HS_ENOMEM, "out of memory");
-  }
   return HS_OK;
 }
 
@@ -497,14 +485,11 @@ static bool follows(const attempt_t *at, const run_t *run, char *why, size_t cap
     return true;
   }
   if (!at->has_row) {
-    snprintf(why, cap,
-             "the record says accepted, but no step_completions row holds its events and answer");
+    snprintf(why, cap, "the record says accepted, but no step_completions row holds its events");
     return false;
   }
   char d[700];
-  if (!same_bytes(at->events_mp, at->events_len, at->events, run->events, "events", d, sizeof d) ||
-      !same_bytes(at->response_mp, at->response_len, at->response, run->answer, "answer", d,
-                  sizeof d)) {
+  if (!same_bytes(at->events_mp, at->events_len, at->events, run->events, "events", d, sizeof d)) {
     snprintf(why, cap, "accepted, but %s", d);
     return false;
   }

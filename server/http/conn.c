@@ -589,15 +589,6 @@ void hs_req_respond(hs_req_t *req, int status, const hs_value_t *body) {
   respond_value_h(req, status, NULL, 0, body);
 }
 
-void hs_req_respond_msgpack(hs_req_t *req, int status, const hs_value_t *body, const void *mp,
-                            size_t len) {
-  if (req->out_format == HS_FMT_MSGPACK) {
-    respond_bytes(req, status, format_content_type(HS_FMT_MSGPACK), NULL, 0, mp, len);
-  } else {
-    respond_value_h(req, status, NULL, 0, body);
-  }
-}
-
 static void respond_error_v(hs_req_t *req, int status, const char *const *headers, size_t n_headers,
                             const char *code, const char *fmt, va_list ap)
     __attribute__((format(printf, 6, 0)));

@@ -74,12 +74,6 @@ int hs_req_query(const hs_req_t *req, const char *name, char *dst, size_t cap);
 /* Answers with body encoded in req->out_format (body NULL: no body). */
 void hs_req_respond(hs_req_t *req, int status, const hs_value_t *body);
 
-/* Answers body, whose msgpack encoding the caller has already made (mp, len; copied): sent as
- * it is when the client asked for msgpack, so the work is not done twice; otherwise body is
- * encoded in req->out_format as hs_req_respond does. */
-void hs_req_respond_msgpack(hs_req_t *req, int status, const hs_value_t *body, const void *mp,
-                            size_t len);
-
 /* Answers {error: {code, message}} with the given status. code is a stable machine-readable
  * word ("not_found"); the message is for a person and says what to do. */
 void hs_req_respond_error(hs_req_t *req, int status, const char *code, const char *fmt, ...)

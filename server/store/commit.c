@@ -54,7 +54,6 @@ static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
     [HS_WRITE_COMPLETION] = {{"session_id", COL_TEXT},
                              {"seq", COL_INT4},
                              {"digest", COL_BYTEA},
-                             {"response", COL_BYTEA},
                              {"events", COL_BYTEA},
                              {"ended", COL_BOOL},
                              {"device_time", COL_TEXT, "timestamptz"},
@@ -109,8 +108,8 @@ static const char *const k_body[HS_WRITE_KINDS] = {
         " FROM input ON CONFLICT DO NOTHING RETURNING id)"
         " SELECT i FROM input JOIN s USING (id)",
     [HS_WRITE_COMPLETION] =
-        " c AS (INSERT INTO step_completions (session_id, seq, digest, response, events, ended,"
-        " device_time) SELECT session_id, seq, digest, response, events, ended,"
+        " c AS (INSERT INTO step_completions (session_id, seq, digest, events, ended,"
+        " device_time) SELECT session_id, seq, digest, events, ended,"
         " device_time::timestamptz FROM input ON CONFLICT DO NOTHING RETURNING session_id, seq),"
         " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
         " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
@@ -208,7 +207,7 @@ static const plain_insert_t k_optimistic[] = {
      "step_completions",
      NULL,
      NULL,
-     {"session_id", "seq", "digest", "response", "events", "ended", "device_time"}},
+     {"session_id", "seq", "digest", "events", "ended", "device_time"}},
     {"hs_commit_completion_records",
      "validation_records",
      "result",

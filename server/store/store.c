@@ -610,7 +610,9 @@ struct hs_load {
   hs_store_t *s;
   int64_t brand_id;
   char id[40];
-  hs_load_cb cb; /* NULL once cancelled */
+  uint32_t upto;          /* hs_store_answer: the completion whose answer is wanted; else 0 */
+  hs_load_cb cb;          /* hs_store_load's; NULL once cancelled */
+  hs_answer_cb answer_cb; /* hs_store_answer's; NULL once cancelled */
   void *ctx;
 };
 
@@ -622,6 +624,10 @@ static const char k_load_session_sql[] =
     " WHERE s.id = $1 AND s.brand_id = $2";
 static const char k_load_events_sql[] =
     "SELECT events FROM step_completions WHERE session_id = $1 ORDER BY seq";
+/* The record up to completion $2, and that completion's digest (in its row alone). */
+static const char k_answer_events_sql[] =
+    "SELECT events, seq, CASE WHEN seq = $2 THEN encode(digest, 'hex') END"
+    " FROM step_completions WHERE session_id = $1 AND seq <= $2 ORDER BY seq";
 
 /* Appends the events of one stored msgpack array (a bytea column in text form) to all. */
 static int append_events(hs_arena_t *a, hs_value_t *all, const char *bytea_text, hs_err_t *err) {
@@ -647,6 +653,79 @@ static int append_events(hs_arena_t *a, hs_value_t *all, const char *bytea_text,
   return HS_OK;
 }
 
+/* Replays the session of l from its row (k_load_session_sql) and its completions' events
+ * (column 0 of comps, in order). On HS_OK *sess belongs to the caller and *step is in a. */
+static int replay_rows(hs_load_t *l, const PGresult *row, const PGresult *comps, hs_arena_t *a,
+                       hs_process_t **p, hs_session_t **sess, hs_step_result_t *step,
+                       hs_err_t *err) {
+  *p = hs_store_process(l->s, l->brand_id, PQgetvalue(row, 0, 0), PQgetvalue(row, 0, 1),
+                        PQgetvalue(row, 0, 4), (size_t)PQgetlength(row, 0, 4), err);
+  if (*p == NULL) {
+    return err->code != HS_OK ? err->code : HS_ESCRIPT;
+  }
+  hs_value_t *events = hs_value_new_array(a, 16);
+  if (events == NULL) {
+    return hs_err_set(err, HS_ENOMEM, "out of memory");
+  }
+  int rc = append_events(a, events, PQgetvalue(row, 0, 3), err);
+  for (int i = 0; rc == HS_OK && i < PQntuples(comps); i++) {
+    rc = append_events(a, events, PQgetvalue(comps, i, 0), err);
+  }
+  if (rc == HS_OK) {
+    rc = hs_session_replay(*p, events, a, sess, step, err);
+  }
+  if (rc == HS_OK) {
+    METRIC_ADD(l->s, session_replays, 1);
+  }
+  return rc;
+}
+
+/* hs_store_answer's rows: the session, then its completions up to l->upto. */
+static void on_answer_rows(hs_load_t *l, const hs_db_result_t *res) {
+  hs_err_t err;
+  hs_err_clear(&err);
+  hs_arena_t arena;
+  hs_arena_init(&arena, 0);
+  const hs_value_t *answer = NULL;
+  const char *digest = NULL;
+  hs_session_t *sess = NULL;
+  int rc = HS_OK;
+  if (res->status != HS_OK) {
+    rc = hs_err_set(&err, HS_EUNAVAIL, "the database is unavailable: %s", res->error);
+    goto done;
+  }
+  const PGresult *row = res->results[0];
+  const PGresult *comps = res->results[1];
+  int n = PQntuples(comps);
+  if (PQntuples(row) != 1 || n == 0 ||
+      strtoul(PQgetvalue(comps, n - 1, 1), NULL, 10) != (unsigned long)l->upto) {
+    rc = hs_err_set(&err, HS_ENOTFOUND, "session %s has no completion %" PRIu32, l->id, l->upto);
+    goto done;
+  }
+  digest = PQgetvalue(comps, n - 1, 2);
+  hs_process_t *p = NULL;
+  hs_step_result_t step;
+  rc = replay_rows(l, row, comps, &arena, &p, &sess, &step, &err);
+  if (rc != HS_OK) {
+    goto done;
+  }
+  hs_value_t nil = {.type = HS_V_NIL};
+  hs_value_t *a = hs_value_new_map(&arena, 2);
+  if (a == NULL || hs_map_add_str(&arena, a, "status", "accepted") != HS_OK ||
+      hs_map_add(&arena, a, "next", step.step != NULL ? step.step : &nil) == NULL) {
+    rc = hs_err_set(&err, HS_ENOMEM, "out of memory");
+    goto done;
+  }
+  answer = a;
+done:
+  l->answer_cb(l->ctx, rc, rc == HS_OK ? digest : NULL, answer, &err);
+  if (sess != NULL) {
+    hs_session_free(sess);
+  }
+  hs_arena_reset(&arena);
+  free(l);
+}
+
 static void on_loaded(void *ctx, const hs_db_result_t *res) {
   hs_load_t *l = ctx;
   hs_store_t *s = l->s;
@@ -654,12 +733,16 @@ static void on_loaded(void *ctx, const hs_db_result_t *res) {
   hs_err_clear(&err);
   hs_live_t *live = NULL;
   int rc = HS_OK;
-  hs_arena_t arena;
-  hs_arena_init(&arena, 0);
-  if (l->cb == NULL) {
+  if (l->cb == NULL && l->answer_cb == NULL) {
     free(l);
     return;
   }
+  if (l->upto > 0) {
+    on_answer_rows(l, res);
+    return;
+  }
+  hs_arena_t arena;
+  hs_arena_init(&arena, 0);
   if (res->status != HS_OK) {
     rc = hs_err_set(&err, HS_EUNAVAIL, "the database is unavailable: %s", res->error);
     goto done;
@@ -675,35 +758,13 @@ static void on_loaded(void *ctx, const hs_db_result_t *res) {
     goto done;
   }
   live = NULL;
-  const char *process = PQgetvalue(row, 0, 0);
-  const char *version = PQgetvalue(row, 0, 1);
-  const char *source = PQgetvalue(row, 0, 4);
-  hs_process_t *p = hs_store_process(s, l->brand_id, process, version, source,
-                                     (size_t)PQgetlength(row, 0, 4), &err);
-  if (p == NULL) {
-    rc = err.code != HS_OK ? err.code : HS_ESCRIPT;
-    goto done;
-  }
-  hs_value_t *events = hs_value_new_array(&arena, 16);
-  if (events == NULL) {
-    rc = hs_err_set(&err, HS_ENOMEM, "out of memory");
-    goto done;
-  }
-  rc = append_events(&arena, events, PQgetvalue(row, 0, 3), &err);
-  PGresult *comps = res->results[1];
-  for (int i = 0; rc == HS_OK && i < PQntuples(comps); i++) {
-    rc = append_events(&arena, events, PQgetvalue(comps, i, 0), &err);
-  }
-  if (rc != HS_OK) {
-    goto done;
-  }
+  hs_process_t *p = NULL;
   hs_step_result_t step;
   hs_session_t *sess = NULL;
-  rc = hs_session_replay(p, events, &arena, &sess, &step, &err);
+  rc = replay_rows(l, row, res->results[1], &arena, &p, &sess, &step, &err);
   if (rc != HS_OK) {
     goto done;
   }
-  METRIC_ADD(s, session_replays, 1);
   live = calloc(1, sizeof *live);
   if (live == NULL) {
     hs_session_free(sess);
@@ -713,8 +774,8 @@ static void on_loaded(void *ctx, const hs_db_result_t *res) {
   snprintf(live->id, sizeof live->id, "%s", l->id);
   live->brand_id = l->brand_id;
   snprintf(live->contractor_id, sizeof live->contractor_id, "%s", PQgetvalue(row, 0, 2));
-  snprintf(live->process, sizeof live->process, "%s", process);
-  snprintf(live->version, sizeof live->version, "%s", version);
+  snprintf(live->process, sizeof live->process, "%s", PQgetvalue(row, 0, 0));
+  snprintf(live->version, sizeof live->version, "%s", PQgetvalue(row, 0, 1));
   snprintf(live->ref, sizeof live->ref, "%s", PQgetvalue(row, 0, 5));
   live->started_ms = strtoll(PQgetvalue(row, 0, 6), NULL, 10);
   if (step.outcome != NULL) {
@@ -746,26 +807,25 @@ done:
   free(l);
 }
 
-int hs_store_load(hs_store_t *s, int64_t brand_id, const char *id, hs_load_cb cb, void *ctx,
-                  hs_load_t **out) {
-  hs_load_t *l = calloc(1, sizeof *l);
-  if (l == NULL) {
-    return HS_ENOMEM;
-  }
-  l->s = s;
-  l->brand_id = brand_id;
-  snprintf(l->id, sizeof l->id, "%s", id);
-  l->cb = cb;
-  l->ctx = ctx;
-  char brand[24];
-  snprintf(brand, sizeof brand, "%" PRId64, brand_id);
+/* Sends the reads of l (l->upto says which); on_loaded takes the result. */
+static int load_send(hs_load_t *l, hs_load_t **out) {
+  char brand[24], upto[16];
+  snprintf(brand, sizeof brand, "%" PRId64, l->brand_id);
+  snprintf(upto, sizeof upto, "%" PRIu32, l->upto);
   const char *p1[] = {l->id, brand};
-  const char *p2[] = {l->id};
+  const char *p2[] = {l->id, upto};
   hs_db_stmt_t stmts[] = {
       {.name = "hs_load_session", .sql = k_load_session_sql, .n_params = 2, .values = p1},
-      {.name = "hs_load_events", .sql = k_load_events_sql, .n_params = 1, .values = p2},
+      l->upto > 0 ? (hs_db_stmt_t){.name = "hs_answer_events",
+                                   .sql = k_answer_events_sql,
+                                   .n_params = 2,
+                                   .values = p2}
+                  : (hs_db_stmt_t){.name = "hs_load_events",
+                                   .sql = k_load_events_sql,
+                                   .n_params = 1,
+                                   .values = p2},
   };
-  int rc = hs_db_exec(s->pool, stmts, 2, on_loaded, l, NULL);
+  int rc = hs_db_exec(l->s->pool, stmts, 2, on_loaded, l, NULL);
   if (rc != HS_OK) {
     free(l);
     return rc;
@@ -776,6 +836,42 @@ int hs_store_load(hs_store_t *s, int64_t brand_id, const char *id, hs_load_cb cb
   return HS_OK;
 }
 
+static hs_load_t *load_new(hs_store_t *s, int64_t brand_id, const char *id, void *ctx) {
+  hs_load_t *l = calloc(1, sizeof *l);
+  if (l != NULL) {
+    l->s = s;
+    l->brand_id = brand_id;
+    snprintf(l->id, sizeof l->id, "%s", id);
+    l->ctx = ctx;
+  }
+  return l;
+}
+
+int hs_store_load(hs_store_t *s, int64_t brand_id, const char *id, hs_load_cb cb, void *ctx,
+                  hs_load_t **out) {
+  hs_load_t *l = load_new(s, brand_id, id, ctx);
+  if (l == NULL) {
+    return HS_ENOMEM;
+  }
+  l->cb = cb;
+  return load_send(l, out);
+}
+
+int hs_store_answer(hs_store_t *s, int64_t brand_id, const char *id, uint32_t seq, hs_answer_cb cb,
+                    void *ctx, hs_load_t **out) {
+  if (seq == 0) {
+    return HS_ENOTFOUND; /* completions start at 1 */
+  }
+  hs_load_t *l = load_new(s, brand_id, id, ctx);
+  if (l == NULL) {
+    return HS_ENOMEM;
+  }
+  l->upto = seq;
+  l->answer_cb = cb;
+  return load_send(l, out);
+}
+
 void hs_load_cancel(hs_load_t *l) {
   l->cb = NULL;
+  l->answer_cb = NULL;
 }

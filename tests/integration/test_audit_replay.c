@@ -263,8 +263,8 @@ static void test_changed_script_is_named(void **state) {
           " contractor_id, customer, contractor, seed, events, created_at FROM sessions"
           " WHERE id = $1",
           3, params);
-  db_exec("INSERT INTO step_completions (session_id, seq, digest, response, events, ended,"
-          " device_time, created_at) SELECT $2, seq, digest, response, events, ended,"
+  db_exec("INSERT INTO step_completions (session_id, seq, digest, events, ended,"
+          " device_time, created_at) SELECT $2, seq, digest, events, ended,"
           " device_time, created_at FROM step_completions WHERE session_id = $1",
           2, params);
   db_exec("INSERT INTO validation_records (brand_id, session_id, process, version, step_id, seq,"

@@ -359,12 +359,103 @@ static void test_sessions_after_restart(void **state) {
   hs_api_close(&c);
 }
 
+/* The first step's validate draws from math.random on every attempt, and the next step's
+ * title shows a later draw, so the answer to step 1 depends on how many attempts came before
+ * the accepted one; the third step's title shows the step 2 answer. */
+static const char LUCKY_SOURCE[] =
+    "return process {\n"
+    "  name = \"lucky\",\n"
+    "  title = \"Lucky\",\n"
+    "  run = function(visit)\n"
+    "    local a = visit:step { id = \"pick\", title = \"Pick\",\n"
+    "      fields = { field.integer { name = \"n\", label = \"n\", required = true } },\n"
+    "      validate = function(d)\n"
+    "        local r = math.random(1000000)\n"
+    "        if d.n < 0 then return { n = \"Not below zero (\" .. r .. \")\" } end\n"
+    "      end }\n"
+    "    local b = visit:step { id = \"draw\", title = \"draw \" .. math.random(1000000),\n"
+    "      fields = { field.integer { name = \"n\", label = \"n\", required = true } } }\n"
+    "    visit:step { id = \"last\", title = \"got \" .. a.n .. \" and \" .. b.n,\n"
+    "      fields = { field.boolean { name = \"ok\", label = \"ok\", required = true } } }\n"
+    "  end,\n"
+    "}\n";
+
+/* A retry's answer is rebuilt from the session's record, not read back: after rejected attempts
+ * that moved the random generator, after the session moved on, after an eviction and after a
+ * restart, each retry must still be the bytes of the original 200; other data is still 409. */
+static void test_retry_answers_rebuilt(void **state) {
+  fixture_t *f = *state;
+  start_server(f, "HANDSEL_WORKERS=1", "HANDSEL_SESSION_CACHE=1");
+  hs_api_t c;
+  hs_api_init(&c, f->srv.port, f->brand, "sam");
+  int st = hs_api_deploy(&c, "lucky", LUCKY_SOURCE, NULL);
+  assert_true(st == 201 || st == 200);
+  char id[40], other[40], path[160];
+  int64_t seq = 0;
+  assert_int_equal(hs_api_start(&c, "lucky", NULL, id, &seq), 201);
+  hs_api_resp_t r, first, second, third;
+  hs_api_resp_init(&r);
+  hs_api_resp_init(&first);
+  hs_api_resp_init(&second);
+  hs_api_resp_init(&third);
+  hs_api_step_path(path, sizeof path, id, 1);
+  for (int k = 0; k < 3; k++) {
+    assert_int_equal(hs_api_call(&c, "contractor", "POST", path, "{\"data\": {\"n\": -1}}", &r), 0);
+    assert_int_equal(r.status, 422);
+  }
+  assert_int_equal(hs_api_call(&c, "contractor", "POST", path, "{\"data\": {\"n\": 7}}", &first),
+                   0);
+  assert_int_equal(first.status, 200);
+  HS_API_EXPECT_STR(first.v, "next.id", "draw");
+  hs_api_step_path(path, sizeof path, id, 2);
+  assert_int_equal(hs_api_call(&c, "contractor", "POST", path, "{\"data\": {\"n\": 8}}", &second),
+                   0);
+  assert_int_equal(second.status, 200);
+  HS_API_EXPECT_STR(second.v, "next.title", "got 7 and 8");
+  hs_api_step_path(path, sizeof path, id, 3);
+  assert_int_equal(
+      hs_api_call(&c, "contractor", "POST", path, "{\"data\": {\"ok\": true}}", &third), 0);
+  assert_int_equal(third.status, 200);
+
+  /* Another session takes the only place in the cache: the retries find theirs evicted. */
+  assert_int_equal(hs_api_start(&c, "lucky", NULL, other, &seq), 201);
+  const char *bodies[] = {"{\"data\": {\"n\": 7}}", "{\"data\": {\"n\": 8}}",
+                          "{\"data\": {\"ok\": true}}"};
+  hs_api_resp_t *originals[] = {&first, &second, &third};
+  for (int round = 0; round < 2; round++) {
+    for (int k = 0; k < 3; k++) {
+      hs_api_step_path(path, sizeof path, id, k + 1);
+      assert_int_equal(hs_api_call(&c, "contractor", "POST", path, bodies[k], &r), 0);
+      if (r.status != 200 || r.body.len != originals[k]->body.len ||
+          memcmp(r.body.data, originals[k]->body.data, r.body.len) != 0) {
+        fail_msg("retrying seq %d (%s): expected the original 200\n  %s\ngot %d\n  %s", k + 1,
+                 round == 0 ? "before the restart" : "after kill -9 and a restart",
+                 hs_api_body_text(originals[k]), r.status, hs_api_body_text(&r));
+      }
+    }
+    hs_api_step_path(path, sizeof path, id, 1);
+    assert_int_equal(hs_api_call(&c, "contractor", "POST", path, "{\"data\": {\"n\": 9}}", &r), 0);
+    assert_int_equal(r.status, 409);
+    if (round == 0) {
+      restart(f, SIGKILL, &c);
+    }
+  }
+  hs_test_say("after 3 rejected attempts that drew random numbers, retries of all 3 completions "
+              "give the original bytes, evicted and after kill -9 and a restart; other data 409");
+  hs_api_resp_free(&r);
+  hs_api_resp_free(&first);
+  hs_api_resp_free(&second);
+  hs_api_resp_free(&third);
+  hs_api_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_eviction_one_worker, setup, teardown),
       cmocka_unit_test_setup_teardown(test_eviction_two_workers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sessions_after_restart, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_retry_answers_rebuilt, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

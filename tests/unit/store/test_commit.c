@@ -200,7 +200,7 @@ static void test_rows_escape_and_refuse_bad_text(void **state) {
 /* An accepted completion as the sessions API writes it; its validation record goes with it. */
 static int submit_completion(fixture_t *f, const char *session, int seq, uint8_t body,
                              const char *const *pii, size_t n_pii) {
-  static const uint8_t answer = 0x80, events = 0x90;
+  static const uint8_t events = 0x90;
   uint8_t digest[32], data = 0x80;
   memset(digest, body, sizeof digest);
   hs_row_t row;
@@ -208,7 +208,6 @@ static int submit_completion(fixture_t *f, const char *session, int seq, uint8_t
   hs_row_str(&row, "session_id", session);
   hs_row_int(&row, "seq", seq);
   hs_row_bytes(&row, "digest", digest, sizeof digest);
-  hs_row_bytes(&row, "response", &answer, 1);
   hs_row_bytes(&row, "events", &events, 1);
   hs_row_bool(&row, "ended", false);
   hs_row_str(&row, "device_time", "2026-11-23T10:00:00.123456Z");
