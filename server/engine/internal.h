@@ -72,9 +72,14 @@ struct hs_session {
   uint32_t seq;        /* the current (or last) step's seq */
   const char *step_id; /* the current step's id, anchored by user value 2 */
   int step_line;       /* the line of the visit:step call that made it */
-  uint64_t rng;        /* math.random state */
-  uint64_t pick;       /* visit:suggest's generator: its picks are recorded, never re-derived */
-  int64_t now_ms;      /* time of the latest event: visit:now() */
+  /* What the current step's spec holds, noted when the step was made, so that a completion
+   * skips the lookups a step without them would need. */
+  bool step_has_record_info; /* an ack or a pii field: the record names documents or pii */
+  bool step_for_customer;    /* audience "customer": a rating on it counts as feedback */
+  bool step_has_validate;    /* a validate function */
+  uint64_t rng;              /* math.random state */
+  uint64_t pick;  /* visit:suggest's generator: its picks are recorded, never re-derived */
+  int64_t now_ms; /* time of the latest event: visit:now() */
   /* Set only while a call on this session runs. */
   hs_arena_t *arena;
   hs_value_t *events;

@@ -273,9 +273,11 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
     lua_setfield(L, out, "title");
   }
   lua_pop(L, 2);
+  s->step_for_customer = false;
   if (lua_getfield(L, out, "audience") == LUA_TSTRING) {
     const char *a = lua_tostring(L, -1);
-    if (strcmp(a, "customer") != 0 && strcmp(a, "contractor") != 0) {
+    s->step_for_customer = strcmp(a, "customer") == 0;
+    if (!s->step_for_customer && strcmp(a, "contractor") != 0) {
       luaL_error(L, "visit:step: audience must be \"contractor\" or \"customer\", not '%s'", a);
     }
   } else {
@@ -290,12 +292,16 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
     lua_setfield(L, out, "show");
   }
   int show = lua_gettop(L);
+  s->step_has_record_info = false;
   /* An acknowledgment is of a document the step shows: add it if the author did not. */
   if (lua_getfield(L, out, "fields") == LUA_TTABLE) {
     for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
       lua_rawgeti(L, -1, i);
+      s->step_has_record_info |= lua_getfield(L, -1, "pii") == LUA_TBOOLEAN && lua_toboolean(L, -1);
+      lua_pop(L, 1);
       lua_pushboolean(L, 0); /* keeps the stack shape of the loop below */
       if (is_ack(L, -2)) {
+        s->step_has_record_info = true;
         lua_getfield(L, -2, "document");
         const char *doc = lua_tostring(L, -1);
         if (doc == NULL || lua_getfield(L, content, doc) != LUA_TTABLE) {
@@ -320,6 +326,8 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
     }
   }
   lua_settop(L, out);
+  s->step_has_validate = lua_getfield(L, out, "validate") == LUA_TFUNCTION;
+  lua_pop(L, 1);
 }
 
 static int visit_step(lua_State *L) {
@@ -1028,13 +1036,19 @@ static int complete_protected(lua_State *L) {
   int ud = lua_gettop(L);
   lua_getiuservalue(L, ud, 2);
   int spec = lua_gettop(L);
-  step_record_info(L, s, spec, a, &c->res->documents, &c->res->pii);
+  if (s->step_has_record_info) {
+    step_record_info(L, s, spec, a, &c->res->documents, &c->res->pii);
+  } else {
+    c->res->documents = NULL;
+    c->res->pii = NULL;
+  }
   hs_value_t *errors = hs_value_new_map(a, 2);
   NEED(errors != NULL);
   c->res->errors = errors;
   NEED(hs__validate_fields(L, spec, c->data, a, errors) == HS_OK);
   int data = lua_gettop(L);
-  if (errors->as.map.len == 0 && lua_getfield(L, spec, "validate") == LUA_TFUNCTION) {
+  if (errors->as.map.len == 0 && s->step_has_validate &&
+      lua_getfield(L, spec, "validate") == LUA_TFUNCTION) {
     lua_pushvalue(L, data);
     lua_pushvalue(L, ud);
     vm->current = s;
@@ -1093,9 +1107,7 @@ static int complete_protected(lua_State *L) {
   lua_settop(L, spec + 1); /* the validated data on top */
   /* The completion event: exactly what a replay needs to rebuild this step's answer. */
   hs_value_t *e = new_event(L, s, "complete");
-  lua_getfield(L, spec, "id");
-  NEED(hs_map_add_str(a, e, "step", lua_tostring(L, -1)) == HS_OK);
-  lua_pop(L, 1);
+  NEED(hs_map_add_str(a, e, "step", s->step_id) == HS_OK);
   hs_value_t *d = c->data != NULL && c->data->type == HS_V_MAP ? hs__value_copy(a, c->data)
                                                                : hs_value_new_map(a, 0);
   NEED(d != NULL && hs_map_add(a, e, "data", d) != NULL);
@@ -1109,7 +1121,7 @@ static int complete_protected(lua_State *L) {
   if (docs != NULL) {
     NEED(hs_map_add(a, e, "documents", docs) != NULL);
   }
-  c->res->customer_rating = customer_rating(L, spec, c->data);
+  c->res->customer_rating = s->step_for_customer ? customer_rating(L, spec, c->data) : 0;
   push_event(L, s, e);
   s->now_ms = c->at_ms;
   lua_settop(L, spec + 1);
