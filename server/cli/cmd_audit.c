@@ -465,12 +465,14 @@ static bool follows(const attempt_t *at, const run_t *run, char *why, size_t cap
   char rec[512], got[512];
   show_result(at->accepted, at->errors, rec, sizeof rec);
   if (run->rc != HS_OK) {
-    snprintf(why, cap, "the record says %s, but the script fails there: %s", rec, run->err.msg);
+    snprintf(why, cap, "the record says %.480s, but the script fails there: %.480s", rec,
+             run->err.msg);
     return false;
   }
   show_result(run->accepted, run->errors, got, sizeof got);
   if (at->accepted != run->accepted) {
-    snprintf(why, cap, "the record says %s, the script says %s", rec, got);
+    /* Each side is cut to fit a reason line (MAX_REASON). */
+    snprintf(why, cap, "the record says %.480s, the script says %.480s", rec, got);
     return false;
   }
   if (!at->accepted) {
