@@ -53,6 +53,7 @@ struct sop {
   bool holding;        /* op holds live->busy while it checks the evidence blobs */
   hs_value_t *missing; /* evidence fields whose blob is not stored: name -> message */
   bool reloaded;       /* the session was read again because the step was ahead of the copy */
+  uint8_t digest[32];  /* the completion's request digest (completion_digest) */
 };
 
 static hs_store_t *store_of(hs_req_t *req) {
@@ -144,24 +145,36 @@ static hs_value_t *session_value(hs_arena_t *a, const hs_live_t *live) {
   return rc == HS_OK ? s : NULL;
 }
 
+/* The live copy's current step as sent to a device, nil once the session is over; NULL when
+ * it cannot be built, and then the request has been answered. */
+static const hs_value_t *current_step(sop_t *op, hs_live_t *live) {
+  static const hs_value_t k_nil = {.type = HS_V_NIL};
+  if (hs_session_status(live->session) != HS_SESSION_WAITING) {
+    return &k_nil;
+  }
+  hs_value_t *step = NULL;
+  hs_err_t err;
+  hs_err_clear(&err);
+  if (hs_session_step(live->session, &op->req->arena, &step, &err) != HS_OK) {
+    hs_api_fail(op->req, err.code, err.msg);
+    sop_done(op);
+    return NULL;
+  }
+  return step;
+}
+
 /* {session, step}: the answer of start and get. */
 static void respond_session(sop_t *op, hs_live_t *live, int status) {
   hs_req_t *req = op->req;
   hs_arena_t *a = &req->arena;
-  hs_value_t *root = hs_value_new_map(a, 2);
-  hs_value_t *s = session_value(a, live);
-  hs_value_t *step = NULL;
-  hs_err_t err;
-  hs_err_clear(&err);
-  if (hs_session_status(live->session) == HS_SESSION_WAITING &&
-      hs_session_step(live->session, a, &step, &err) != HS_OK) {
-    hs_api_fail(req, err.code, err.msg);
-    sop_done(op);
+  const hs_value_t *step = current_step(op, live);
+  if (step == NULL) {
     return;
   }
-  hs_value_t nil = {.type = HS_V_NIL};
+  hs_value_t *root = hs_value_new_map(a, 2);
+  hs_value_t *s = session_value(a, live);
   if (root == NULL || s == NULL || hs_map_add(a, root, "session", s) == NULL ||
-      hs_map_add(a, root, "step", step != NULL ? step : &nil) == NULL) {
+      hs_map_add(a, root, "step", step) == NULL) {
     hs_api_unavailable(req, "out of memory");
     sop_done(op);
     return;
@@ -562,6 +575,8 @@ static void on_completion_committed(void *ctx, int status, bool inserted) {
   op->writing = false;
   hs_live_t *live = op->live;
   if (status == HS_OK && inserted) {
+    live->answered_seq = op->seq;
+    memcpy(live->answered_digest, op->digest, sizeof op->digest);
     hs_store_live_release(op->store, live);
     hs_store_live_changed(live);
     if (op->req != NULL) {
@@ -588,6 +603,33 @@ static void on_completion_committed(void *ctx, int status, bool inserted) {
     return;
   }
   complete_stored(op);
+}
+
+/* Whether the request repeats the completion accepted for its seq, whose request digest is
+ * stored (32 bytes) or else stored_hex (64 hex digits). When it does not, or the digest cannot
+ * be made, the request has been answered (409 or 503). */
+static bool same_completion(sop_t *op, const uint8_t *stored, const char *stored_hex) {
+  uint8_t digest[32];
+  char hex[65];
+  hs_buf_t data_mp;
+  hs_buf_init(&data_mp, 0);
+  int rc = completion_digest(op, &data_mp, digest);
+  hs_buf_free(&data_mp);
+  if (rc != HS_OK) {
+    hs_api_unavailable(op->req, "out of memory");
+    sop_done(op);
+    return false;
+  }
+  hs_hex(digest, sizeof digest, hex);
+  if (stored != NULL ? memcmp(digest, stored, sizeof digest) != 0 : strcmp(hex, stored_hex) != 0) {
+    hs_req_respond_error(op->req, 409, "conflict",
+                         "Step %u was already completed with different data; read the session "
+                         "for the current step",
+                         op->seq);
+    sop_done(op);
+    return false;
+  }
+  return true;
 }
 
 /* A retry of an accepted completion (or a different request for its seq): the record says
@@ -619,24 +661,7 @@ static void on_stored_answer(void *ctx, int status, const char *digest_hex,
     sop_done(op);
     return;
   }
-  uint8_t digest[32];
-  char hex[65];
-  hs_buf_t data_mp;
-  hs_buf_init(&data_mp, 0);
-  int drc = completion_digest(op, &data_mp, digest);
-  hs_buf_free(&data_mp);
-  if (drc != HS_OK) {
-    hs_api_unavailable(req, "out of memory");
-    sop_done(op);
-    return;
-  }
-  hs_hex(digest, 32, hex);
-  if (strcmp(hex, digest_hex) != 0) {
-    hs_req_respond_error(req, 409, "conflict",
-                         "Step %u was already completed with different data; read the session "
-                         "for the current step",
-                         op->seq);
-    sop_done(op);
+  if (!same_completion(op, NULL, digest_hex)) {
     return;
   }
   /* The same completion again: the same answer. */
@@ -657,6 +682,29 @@ static void complete_stored(sop_t *op) {
     hs_api_unavailable(op->req, "the database is unavailable");
     sop_done(op);
   }
+}
+
+/* A retry of the completion the live copy committed last (live->answered_seq): its answer is
+ * the copy's current step, or nil if it ended the session, whatever happened elsewhere since. */
+static void complete_answered(sop_t *op, hs_live_t *live) {
+  hs_req_t *req = op->req;
+  hs_arena_t *a = &req->arena;
+  if (!same_completion(op, live->answered_digest, NULL)) {
+    return;
+  }
+  const hs_value_t *step = current_step(op, live);
+  if (step == NULL) {
+    return;
+  }
+  hs_value_t *answer = hs_value_new_map(a, 2);
+  if (answer == NULL || hs_map_add_str(a, answer, "status", "accepted") != HS_OK ||
+      hs_map_add(a, answer, "next", step) == NULL) {
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  sop_done(op);
+  hs_req_respond(req, 200, answer);
 }
 
 static const char *time_or_null(const char *at) {
@@ -710,7 +758,11 @@ static void complete_with_live(sop_t *op, hs_live_t *live) {
   hs_session_state_t st = hs_session_status(live->session);
   uint32_t cur = hs_session_seq(live->session);
   if (op->seq < cur || (st == HS_SESSION_ENDED && op->seq <= cur)) {
-    complete_stored(op); /* a retry, or a late duplicate */
+    if (op->seq == live->answered_seq && op->seq == (st == HS_SESSION_ENDED ? cur : cur - 1)) {
+      complete_answered(op, live); /* a retry of the latest: no replay needed */
+    } else {
+      complete_stored(op); /* a retry, or a late duplicate */
+    }
     return;
   }
   if (st == HS_SESSION_FAILED) {
@@ -837,6 +889,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     sop_done(op);
     return;
   }
+  memcpy(op->digest, digest, sizeof op->digest);
   uint8_t data_digest[32];
   hs_sha256(data_mp.data, data_mp.len, data_digest);
   hs_err_t err;

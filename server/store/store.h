@@ -57,7 +57,11 @@ struct hs_live {
   bool busy;             /* a completion's commit is in flight */
   bool stale;            /* another node advanced it: rebuild before use */
   bool evidence;         /* the current step has a photo or signature field */
-  hs_waiter_t *waiters;  /* requests queued behind `busy`, in order (borrowed) */
+  /* The latest completion this copy committed (0 for none) and the digest of its request: the
+   * answer to it is {accepted, the current step}, so its retry is answered from memory. */
+  uint32_t answered_seq;
+  uint8_t answered_digest[32];
+  hs_waiter_t *waiters; /* requests queued behind `busy`, in order (borrowed) */
   hs_waiter_t *waiters_tail;
   hs_watcher_t *watchers; /* open streams (borrowed) */
   hs_live_t *lru_prev, *lru_next;
