@@ -758,7 +758,8 @@ static void complete_with_live(sop_t *op, hs_live_t *live) {
   hs_session_state_t st = hs_session_status(live->session);
   uint32_t cur = hs_session_seq(live->session);
   if (op->seq < cur || (st == HS_SESSION_ENDED && op->seq <= cur)) {
-    if (op->seq == live->answered_seq && op->seq == (st == HS_SESSION_ENDED ? cur : cur - 1)) {
+    if (op->seq == live->answered_seq && ((st == HS_SESSION_WAITING && op->seq == cur - 1) ||
+                                          (st == HS_SESSION_ENDED && op->seq == cur))) {
       complete_answered(op, live); /* a retry of the latest: no replay needed */
     } else {
       complete_stored(op); /* a retry, or a late duplicate */
