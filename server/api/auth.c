@@ -76,6 +76,7 @@ static void authorized(hs_req_t *req, const char *key, unsigned roles, const hs_
                            "Too many requests with this token: wait %s s and retry", seconds);
     return;
   }
+  req->rate_key = hs_arena_strndup(&req->arena, key, strlen(key)); /* NULL: not charged */
   if ((who->role & roles) == 0) {
     hs_req_respond_error(req, 403, "forbidden", "The %s role may not use %s %s",
                          hs_role_name(who->role), req->method,

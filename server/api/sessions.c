@@ -16,11 +16,21 @@
 #include "api/common.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "http/rate.h"
 #include "http/worker.h"
 #include "store/content.h"
 #include "store/store.h"
 
-enum { MAX_REF = 128, MAX_FEEDBACK_COMMENT = 4000, MAX_TAGS = 32, MAX_TAG = 64 };
+enum {
+  MAX_REF = 128,
+  MAX_FEEDBACK_COMMENT = 4000,
+  MAX_TAGS = 32,
+  MAX_TAG = 64,
+  /* A retry of an older completion replays the session's record up to it, which costs about
+   * one ordinary request per this many steps: that much is charged to the caller's rate limit,
+   * so retrying old steps cannot buy more of a worker than ordinary requests do. */
+  REPLAYED_STEPS_PER_REQUEST = 10,
+};
 
 typedef struct sop sop_t;
 typedef void (*sop_fn)(sop_t *op, hs_live_t *live);
@@ -660,6 +670,10 @@ static void on_stored_answer(void *ctx, int status, const char *digest_hex,
                          op->seq, err->msg);
     sop_done(op);
     return;
+  }
+  if (req->rate_key != NULL) {
+    hs_rate_charge(req->worker->rate, req->rate_key, (double)op->seq / REPLAYED_STEPS_PER_REQUEST,
+                   uv_now(&req->worker->loop));
   }
   if (!same_completion(op, NULL, digest_hex)) {
     return;

@@ -35,6 +35,30 @@ void hs_rate_free(hs_rate_t *r) {
   pthread_mutex_destroy(&r->lock);
 }
 
+/* Adds what the time since the bucket's last use earned, up to a burst. */
+static void refill(const hs_rate_t *r, bucket_t *b, uint64_t now_ms) {
+  if (now_ms > b->last_ms) {
+    b->tokens += (double)(now_ms - b->last_ms) * r->per_s / 1000.0;
+    if (b->tokens > r->burst) {
+      b->tokens = r->burst;
+    }
+    b->last_ms = now_ms;
+  }
+}
+
+void hs_rate_charge(hs_rate_t *r, const char *key, double n, uint64_t now_ms) {
+  pthread_mutex_lock(&r->lock);
+  bucket_t *b = hs_strmap_get(&r->buckets, key);
+  if (b != NULL) {
+    refill(r, b, now_ms);
+    b->tokens -= n;
+    if (b->tokens < -(double)r->burst) {
+      b->tokens = -(double)r->burst;
+    }
+  }
+  pthread_mutex_unlock(&r->lock);
+}
+
 uint64_t hs_rate_take(hs_rate_t *r, const char *key, uint64_t now_ms) {
   uint64_t wait = 0;
   pthread_mutex_lock(&r->lock);
@@ -54,13 +78,7 @@ uint64_t hs_rate_take(hs_rate_t *r, const char *key, uint64_t now_ms) {
     b->tokens = r->burst;
     b->last_ms = now_ms;
   }
-  if (now_ms > b->last_ms) {
-    b->tokens += (double)(now_ms - b->last_ms) * r->per_s / 1000.0;
-    if (b->tokens > r->burst) {
-      b->tokens = r->burst;
-    }
-    b->last_ms = now_ms;
-  }
+  refill(r, b, now_ms);
   if (b->tokens >= 1.0) {
     b->tokens -= 1.0;
   } else {

@@ -21,5 +21,9 @@ void hs_rate_free(hs_rate_t *r);
 /* Takes one request from key's bucket at time now_ms. Returns 0 when it may go ahead, else the
  * milliseconds until one may. */
 uint64_t hs_rate_take(hs_rate_t *r, const char *key, uint64_t now_ms);
+/* Takes n more requests' worth from key's bucket for work an accepted request caused beyond an
+ * ordinary one; the bucket may go as far as one burst below empty, so the caller's next
+ * requests wait for it. A key without a bucket is not charged. */
+void hs_rate_charge(hs_rate_t *r, const char *key, double n, uint64_t now_ms);
 
 #endif

@@ -449,6 +449,67 @@ static void test_retry_answers_rebuilt(void **state) {
   hs_api_close(&c);
 }
 
+/* A retry of an older completion replays the record up to it, and that work is charged to the
+ * caller's rate limit (one request per 10 steps replayed). With a burst of 150 requests a
+ * second, 102 go to the deploy, the start and 100 completions; a retry of step 90 then costs
+ * 1 + 9, so the 429 comes within a handful of retries, where uncharged retries would have
+ * taken about 48 more. Until then each retry gets the original bytes. */
+static void test_old_retries_are_charged(void **state) {
+  fixture_t *f = *state;
+  const char *env[] = {f->env_db,
+                       "HANDSEL_DEV_AUTH=1",
+                       "HANDSEL_WORKERS=1",
+                       "HANDSEL_RATE_PER_S=1",
+                       "HANDSEL_RATE_BURST=150",
+                       "HANDSEL_LOG_LEVEL=warn",
+                       NULL};
+  hs_test_server_must_start(&f->srv, env, false);
+  if (hs_test_server_wait_ready(&f->srv, 15000) != 0) {
+    hs_test_server_dump_stderr(&f->srv, 3000);
+    fail_msg("/readyz did not answer 200 within 15 s of the start");
+  }
+  hs_api_t c;
+  hs_api_init(&c, f->srv.port, f->brand, "sam");
+  start_sessions(f, &c, 1);
+  tracked_t *t = &f->s[0];
+  hs_buf_t answer90;
+  hs_buf_init(&answer90, 0);
+  char body90[96] = "";
+  for (int k = 0; k < 100; k++) {
+    step_once(f, &c, 0);
+    if (t->last_seq == 90) {
+      hs_buf_append(&answer90, t->last_answer.data, t->last_answer.len);
+      snprintf(body90, sizeof body90, "%s", t->last_body);
+    }
+  }
+  char path[160];
+  hs_api_step_path(path, sizeof path, t->loop.id, 90);
+  hs_api_resp_t r;
+  hs_api_resp_init(&r);
+  int retries = 0;
+  for (; retries < 12; retries++) {
+    assert_int_equal(hs_api_call(&c, "contractor", "POST", path, body90, &r), 0);
+    if (r.status == 429) {
+      break;
+    }
+    if (r.status != 200 || r.body.len != answer90.len ||
+        memcmp(r.body.data, answer90.data, r.body.len) != 0) {
+      fail_msg("retry %d of step 90: expected the original 200, got %d: %s", retries + 1, r.status,
+               hs_api_body_text(&r));
+    }
+  }
+  if (r.status != 429 || r.retry_after[0] == '\0') {
+    fail_msg("12 retries of step 90 were not limited: the last got %d (Retry-After \"%s\")",
+             r.status, r.retry_after);
+  }
+  hs_test_say("retries of step 90 of 100 are charged for their replay: %d got the original "
+              "bytes, then 429 with Retry-After %s s",
+              retries, r.retry_after);
+  hs_api_resp_free(&r);
+  hs_buf_free(&answer90);
+  hs_api_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_eviction_one_worker, setup, teardown),
@@ -456,6 +517,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sessions_after_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retry_answers_rebuilt, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_old_retries_are_charged, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
