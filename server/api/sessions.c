@@ -615,6 +615,15 @@ static void on_completion_committed(void *ctx, int status, bool inserted) {
   complete_stored(op);
 }
 
+/* A retry names a seq before the copy's current step that the record has no completion for. */
+static void not_accepted(sop_t *op) {
+  hs_req_respond_error(op->req, 409, "conflict",
+                       "Step %u is not the current step of this session; read the session for "
+                       "the current one",
+                       op->seq);
+  sop_done(op);
+}
+
 /* Whether the request repeats the completion accepted for its seq, whose request digest is
  * stored (32 bytes) or else stored_hex (64 hex digits). When it does not, or the digest cannot
  * be made, the request has been answered (409 or 503). */
@@ -655,11 +664,7 @@ static void on_stored_answer(void *ctx, int status, const char *digest_hex,
     return;
   }
   if (status == HS_ENOTFOUND) {
-    hs_req_respond_error(req, 409, "conflict",
-                         "Step %u is not the current step of this session; read the session for "
-                         "the current one",
-                         op->seq);
-    sop_done(op);
+    not_accepted(op);
     return;
   }
   if (status != HS_OK) {
@@ -687,11 +692,7 @@ static void complete_stored(sop_t *op) {
   int rc = hs_store_answer(op->store, op->who.brand_id, op->id, op->seq, on_stored_answer, op,
                            &op->load);
   if (rc == HS_ENOTFOUND) {
-    hs_req_respond_error(op->req, 409, "conflict",
-                         "Step %u is not the current step of this session; read the session for "
-                         "the current one",
-                         op->seq);
-    sop_done(op);
+    not_accepted(op);
   } else if (rc != HS_OK) {
     hs_api_unavailable(op->req, "the database is unavailable");
     sop_done(op);
