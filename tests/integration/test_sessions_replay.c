@@ -289,6 +289,18 @@ static void test_restart(void **state) {
   hs_api_close(&c);
 }
 
+/* A one-worker server with the given session cache, process name deployed from source, and c
+ * a client of it. */
+static void serve_process(fixture_t *f, const char *cache, const char *name, const char *source,
+                          hs_api_t *c) {
+  start_server(f, "HANDSEL_WORKERS=1", cache);
+  hs_api_init(c, f->srv.port, f->brand, "sam");
+  int st = hs_api_deploy(c, name, source, NULL);
+  if (st != 201 && st != 200) {
+    fail_msg("deploying %s: %d", name, st);
+  }
+}
+
 /* Two steps, then the end with an outcome. */
 static const char SHORT_SOURCE[] =
     "return process {\n"
@@ -307,11 +319,8 @@ static const char SHORT_SOURCE[] =
  * step. One ended, one still active with an outcome recorded along the way. */
 static void test_sessions_after_restart(void **state) {
   fixture_t *f = *state;
-  start_server(f, "HANDSEL_WORKERS=1", "HANDSEL_SESSION_CACHE=1000");
   hs_api_t c;
-  hs_api_init(&c, f->srv.port, f->brand, "sam");
-  int st = hs_api_deploy(&c, "short", SHORT_SOURCE, NULL);
-  assert_true(st == 201 || st == 200);
+  serve_process(f, "HANDSEL_SESSION_CACHE=1000", "short", SHORT_SOURCE, &c);
   hs_api_resp_t r, ended_before, active_before;
   hs_api_resp_init(&r);
   hs_api_resp_init(&ended_before);
@@ -385,11 +394,8 @@ static const char LUCKY_SOURCE[] =
  * restart, each retry must still be the bytes of the original 200; other data is still 409. */
 static void test_retry_answers_rebuilt(void **state) {
   fixture_t *f = *state;
-  start_server(f, "HANDSEL_WORKERS=1", "HANDSEL_SESSION_CACHE=1");
   hs_api_t c;
-  hs_api_init(&c, f->srv.port, f->brand, "sam");
-  int st = hs_api_deploy(&c, "lucky", LUCKY_SOURCE, NULL);
-  assert_true(st == 201 || st == 200);
+  serve_process(f, "HANDSEL_SESSION_CACHE=1", "lucky", LUCKY_SOURCE, &c);
   char id[40], other[40], path[160];
   int64_t seq = 0;
   assert_int_equal(hs_api_start(&c, "lucky", NULL, id, &seq), 201);
