@@ -651,10 +651,22 @@ static bool same_completion(sop_t *op, const uint8_t *stored, const char *stored
   return true;
 }
 
+/* {status: "accepted", next}: the answer to an accepted completion, next being the step it
+ * led to (NULL: the completion ended the session). NULL when out of memory. */
+static hs_value_t *accepted_answer(hs_arena_t *a, const hs_value_t *next) {
+  static const hs_value_t k_nil = {.type = HS_V_NIL};
+  hs_value_t *answer = hs_value_new_map(a, 2);
+  if (answer == NULL || hs_map_add_str(a, answer, "status", "accepted") != HS_OK ||
+      hs_map_add(a, answer, "next", next != NULL ? next : &k_nil) == NULL) {
+    return NULL;
+  }
+  return answer;
+}
+
 /* A retry of an accepted completion (or a different request for its seq): the record says
  * which, and the answer it got is rebuilt from the record (hs_store_answer). */
-static void on_stored_answer(void *ctx, int status, const char *digest_hex,
-                             const hs_value_t *answer, const hs_err_t *err) {
+static void on_stored_answer(void *ctx, int status, const char *digest_hex, const hs_value_t *next,
+                             const hs_err_t *err) {
   sop_t *op = ctx;
   op->load = NULL;
   hs_req_t *req = op->req;
@@ -684,6 +696,12 @@ static void on_stored_answer(void *ctx, int status, const char *digest_hex,
     return;
   }
   /* The same completion again: the same answer. */
+  hs_value_t *answer = accepted_answer(&req->arena, next);
+  if (answer == NULL) {
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
   sop_done(op);
   hs_req_respond(req, 200, answer);
 }
@@ -711,9 +729,8 @@ static void complete_answered(sop_t *op, hs_live_t *live) {
   if (step == NULL) {
     return;
   }
-  hs_value_t *answer = hs_value_new_map(a, 2);
-  if (answer == NULL || hs_map_add_str(a, answer, "status", "accepted") != HS_OK ||
-      hs_map_add(a, answer, "next", step) == NULL) {
+  hs_value_t *answer = accepted_answer(a, step);
+  if (answer == NULL) {
     hs_api_unavailable(req, "out of memory");
     sop_done(op);
     return;
@@ -976,10 +993,8 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     hs_row_bytes(&row, "data", data_mp.data, data_mp.len);
     row_record_info(&row, &res, a);
   } else {
-    hs_value_t nil = {.type = HS_V_NIL};
-    hs_value_t *answer = hs_value_new_map(a, 2);
-    if (answer == NULL || hs_map_add_str(a, answer, "status", "accepted") != HS_OK ||
-        hs_map_add(a, answer, "next", res.step != NULL ? res.step : &nil) == NULL) {
+    hs_value_t *answer = accepted_answer(a, res.step);
+    if (answer == NULL) {
       hs_buf_free(&data_mp);
       hs_store_live_drop(op->store, live); /* the engine moved on; the record did not */
       hs_api_unavailable(req, "out of memory");

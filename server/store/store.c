@@ -686,7 +686,7 @@ static void on_answer_rows(hs_load_t *l, const hs_db_result_t *res) {
   hs_err_clear(&err);
   hs_arena_t arena;
   hs_arena_init(&arena, 0);
-  const hs_value_t *answer = NULL;
+  const hs_value_t *next = NULL;
   const char *digest = NULL;
   hs_session_t *sess = NULL;
   int rc = HS_OK;
@@ -706,19 +706,11 @@ static void on_answer_rows(hs_load_t *l, const hs_db_result_t *res) {
   hs_process_t *p = NULL;
   hs_step_result_t step;
   rc = replay_rows(l, row, comps, &arena, &p, &sess, &step, &err);
-  if (rc != HS_OK) {
-    goto done;
+  if (rc == HS_OK) {
+    next = step.step;
   }
-  hs_value_t nil = {.type = HS_V_NIL};
-  hs_value_t *a = hs_value_new_map(&arena, 2);
-  if (a == NULL || hs_map_add_str(&arena, a, "status", "accepted") != HS_OK ||
-      hs_map_add(&arena, a, "next", step.step != NULL ? step.step : &nil) == NULL) {
-    rc = hs_err_set(&err, HS_ENOMEM, "out of memory");
-    goto done;
-  }
-  answer = a;
 done:
-  l->answer_cb(l->ctx, rc, rc == HS_OK ? digest : NULL, answer, &err);
+  l->answer_cb(l->ctx, rc, rc == HS_OK ? digest : NULL, next, &err);
   if (sess != NULL) {
     hs_session_free(sess);
   }

@@ -136,14 +136,15 @@ int hs_store_load(hs_store_t *s, int64_t brand_id, const char *id, hs_load_cb cb
 /* The caller is gone: cb will not be called. */
 void hs_load_cancel(hs_load_t *l);
 
-/* The answer completion seq of a session got, for a retry of it. Answers are not stored: this
- * replays the session's record up to that completion in a scratch session, which reaches the
- * same next step the live run sent (replay holds the script to its record). cb gets HS_OK with
- * the completion's request digest (64 hex digits) and the answer {status, next}, both valid
- * only during the call; HS_ENOTFOUND when the session (of this brand) has no completion seq;
- * otherwise as hs_store_load's. Cancelled with hs_load_cancel. */
-typedef void (*hs_answer_cb)(void *ctx, int status, const char *digest_hex,
-                             const hs_value_t *answer, const hs_err_t *err);
+/* What a retry of completion seq of a session needs to be answered. Answers are not stored:
+ * this replays the session's record up to that completion in a scratch session, which reaches
+ * the same next step the live run sent (replay holds the script to its record). cb gets HS_OK
+ * with the completion's request digest (64 hex digits) and that next step (NULL when the
+ * completion ended the session), both valid only during the call; HS_ENOTFOUND when the
+ * session (of this brand) has no completion seq; otherwise as hs_store_load's. Cancelled with
+ * hs_load_cancel. */
+typedef void (*hs_answer_cb)(void *ctx, int status, const char *digest_hex, const hs_value_t *next,
+                             const hs_err_t *err);
 int hs_store_answer(hs_store_t *s, int64_t brand_id, const char *id, uint32_t seq, hs_answer_cb cb,
                     void *ctx, hs_load_t **out);
 
