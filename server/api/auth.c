@@ -63,6 +63,39 @@ static void unauthorized(hs_req_t *req, const char *why) {
   hs_req_respond_error_h(req, 401, challenge, 1, "unauthorized", "%s", why);
 }
 
+enum { DEV_KEY_MAX = 200 }; /* "dev:" + brand (64) + "/" + subject (128) + NUL */
+
+/* The rate-limit bucket of a development identity. */
+static void dev_key(const hs_principal_t *who, char out[DEV_KEY_MAX]) {
+  snprintf(out, DEV_KEY_MAX, "dev:%s/%s", who->brand, who->subject);
+}
+
+/* The token of an `Authorization: Bearer` header, or NULL when the request has none. */
+static const char *bearer_token(const hs_req_t *req) {
+  const char *authz = req->authorization;
+  if (strncasecmp(authz, "Bearer ", 7) != 0) {
+    return NULL;
+  }
+  const char *token = authz + 7;
+  while (*token == ' ') {
+    token++;
+  }
+  return token;
+}
+
+void hs_auth_charge(hs_req_t *req, const hs_principal_t *who, double n) {
+  /* The bucket is found again as hs_auth_resolve found it: this is rare, per-request state
+   * for it is not. */
+  char key[DEV_KEY_MAX];
+  const char *token = bearer_token(req);
+  if (token == NULL) {
+    dev_key(who, key);
+  } else if (hs_token_hash(token, key) != HS_OK) {
+    return; /* not reached: such a request was never authorized */
+  }
+  hs_rate_charge(req->worker->rate, key, n, uv_now(&req->worker->loop));
+}
+
 /* The rate limit and the role check, once the principal is known. key names the caller's
  * bucket: the token's hash, or the development identity. */
 static void authorized(hs_req_t *req, const char *key, unsigned roles, const hs_principal_t *who,
@@ -76,7 +109,6 @@ static void authorized(hs_req_t *req, const char *key, unsigned roles, const hs_
                            "Too many requests with this token: wait %s s and retry", seconds);
     return;
   }
-  req->rate_key = hs_arena_strndup(&req->arena, key, strlen(key)); /* NULL: not charged */
   if ((who->role & roles) == 0) {
     hs_req_respond_error(req, 403, "forbidden", "The %s role may not use %s %s",
                          hs_role_name(who->role), req->method,
@@ -119,8 +151,8 @@ static void on_brand(void *ctx, const hs_db_result_t *res) {
   hs_principal_t who = op->who;
   hs_auth_cb cb = op->cb;
   unsigned roles = op->roles;
-  char key[200];
-  snprintf(key, sizeof key, "dev:%s/%s", who.brand, who.subject);
+  char key[DEV_KEY_MAX];
+  dev_key(&who, key);
   free(op);
   authorized(req, key, roles, &who, cb);
 }
@@ -201,11 +233,8 @@ void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
     return;
   }
   const char *authz = req->authorization;
-  if (strncasecmp(authz, "Bearer ", 7) == 0) {
-    const char *token = authz + 7;
-    while (*token == ' ') {
-      token++;
-    }
+  const char *token = bearer_token(req);
+  if (token != NULL) {
     resolve_bearer(req, token, roles, cb);
     return;
   }
@@ -234,8 +263,8 @@ void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb) {
   snprintf(who.name, sizeof who.name, "%s", subject);
   who.brand_id = hs_store_brand_lookup(store, brand);
   if (who.brand_id > 0) {
-    char key[200];
-    snprintf(key, sizeof key, "dev:%s/%s", who.brand, who.subject);
+    char key[DEV_KEY_MAX];
+    dev_key(&who, key);
     authorized(req, key, roles, &who, cb);
     return;
   }

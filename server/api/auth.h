@@ -40,6 +40,10 @@ typedef void (*hs_auth_cb)(hs_req_t *req, const hs_principal_t *who);
  * waits, so the handler sets its own only inside cb. */
 void hs_auth_resolve(hs_req_t *req, unsigned roles, hs_auth_cb cb);
 
+/* Charges the caller of req (who, as hs_auth_resolve gave it) n more requests of its rate
+ * limit, for work the request caused beyond an ordinary one (see hs_rate_charge). */
+void hs_auth_charge(hs_req_t *req, const hs_principal_t *who, double n);
+
 const char *hs_role_name(hs_role_t role);
 /* Parses "admin", "author", "contractor" or "compliance". HS_OK or HS_EINVAL. */
 int hs_role_parse(const char *s, hs_role_t *out);

@@ -16,7 +16,6 @@
 #include "api/common.h"
 #include "core/ids.h"
 #include "core/log.h"
-#include "http/rate.h"
 #include "http/worker.h"
 #include "store/content.h"
 #include "store/store.h"
@@ -688,10 +687,7 @@ static void on_stored_answer(void *ctx, int status, const char *digest_hex, cons
     sop_done(op);
     return;
   }
-  if (req->rate_key != NULL) {
-    hs_rate_charge(req->worker->rate, req->rate_key, (double)op->seq / REPLAYED_STEPS_PER_REQUEST,
-                   uv_now(&req->worker->loop));
-  }
+  hs_auth_charge(req, &op->who, (double)op->seq / REPLAYED_STEPS_PER_REQUEST);
   if (!same_completion(op, NULL, digest_hex)) {
     return;
   }

@@ -54,11 +54,9 @@ struct hs_req {
   hs_arena_t arena;          /* per request: decoded bodies, response trees; freed with it */
 
   /* For handlers. */
-  const char *rate_key; /* the caller's rate-limit bucket (in the arena), NULL until the caller
-                           is known: work a request causes beyond its own can be charged to it */
-  void *data;           /* the handler's own state */
-  hs_req_cb on_cancel;  /* see above; NULL when nothing is in flight */
-  hs_req_cb on_drain;   /* streaming: called when buffered output fell below half the cap */
+  void *data;          /* the handler's own state */
+  hs_req_cb on_cancel; /* see above; NULL when nothing is in flight */
+  hs_req_cb on_drain;  /* streaming: called when buffered output fell below half the cap */
 };
 
 /* The value of the first header named `name` (lower case), or NULL. */
