@@ -662,6 +662,19 @@ static hs_value_t *accepted_answer(hs_arena_t *a, const hs_value_t *next) {
   return answer;
 }
 
+/* Answers a retry with 200 and the answer of its accepted completion, which led to next. */
+static void respond_accepted(sop_t *op, const hs_value_t *next) {
+  hs_req_t *req = op->req;
+  hs_value_t *answer = accepted_answer(&req->arena, next);
+  if (answer == NULL) {
+    hs_api_unavailable(req, "out of memory");
+    sop_done(op);
+    return;
+  }
+  sop_done(op);
+  hs_req_respond(req, 200, answer);
+}
+
 /* A retry of an accepted completion (or a different request for its seq): the record says
  * which, and the answer it got is rebuilt from the record (hs_store_answer). */
 static void on_stored_answer(void *ctx, int status, const char *digest_hex, const hs_value_t *next,
@@ -691,15 +704,7 @@ static void on_stored_answer(void *ctx, int status, const char *digest_hex, cons
   if (!same_completion(op, NULL, digest_hex)) {
     return;
   }
-  /* The same completion again: the same answer. */
-  hs_value_t *answer = accepted_answer(&req->arena, next);
-  if (answer == NULL) {
-    hs_api_unavailable(req, "out of memory");
-    sop_done(op);
-    return;
-  }
-  sop_done(op);
-  hs_req_respond(req, 200, answer);
+  respond_accepted(op, next); /* the same completion again: the same answer */
 }
 
 static void complete_stored(sop_t *op) {
@@ -716,23 +721,13 @@ static void complete_stored(sop_t *op) {
 /* A retry of the completion the live copy committed last (live->answered_seq): its answer is
  * the copy's current step, or nil if it ended the session, whatever happened elsewhere since. */
 static void complete_answered(sop_t *op, hs_live_t *live) {
-  hs_req_t *req = op->req;
-  hs_arena_t *a = &req->arena;
   if (!same_completion(op, live->answered_digest, NULL)) {
     return;
   }
   const hs_value_t *step = current_step(op, live);
-  if (step == NULL) {
-    return;
+  if (step != NULL) {
+    respond_accepted(op, step);
   }
-  hs_value_t *answer = accepted_answer(a, step);
-  if (answer == NULL) {
-    hs_api_unavailable(req, "out of memory");
-    sop_done(op);
-    return;
-  }
-  sop_done(op);
-  hs_req_respond(req, 200, answer);
 }
 
 static const char *time_or_null(const char *at) {
