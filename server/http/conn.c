@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "core/log.h"
@@ -377,6 +378,7 @@ static void conn_close(hs_conn_t *c, hs_close_reason_t reason) {
     c->next->prev = c->prev;
   }
   w->n_conns--;
+  atomic_fetch_sub_explicit(&w->n_assigned, 1, memory_order_relaxed);
   if (c->per_ip_counted) {
     hs_conn_limit_release(w->per_ip, c->peer);
   }
@@ -1338,9 +1340,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---------------------------------------------------------------- worker hooks */
 
-void hs_conn_accept(hs_worker_t *w) {
+void hs_conn_open(hs_worker_t *w, int fd) {
   hs_conn_t *c = calloc(1, sizeof *c);
   if (c == NULL) {
+    close(fd);
+    atomic_fetch_sub_explicit(&w->n_assigned, 1, memory_order_relaxed);
     return;
   }
   uv_tcp_init(&w->loop, &c->tcp);
@@ -1349,7 +1353,9 @@ void hs_conn_accept(hs_worker_t *w) {
   c->worker = w;
   hs_buf_init(&c->pending, 0);
   hs_buf_init(&c->inflight, 0);
-  if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp) != 0) {
+  if (uv_tcp_open(&c->tcp, fd) != 0) {
+    close(fd); /* the handle did not take it */
+    atomic_fetch_sub_explicit(&w->n_assigned, 1, memory_order_relaxed);
     uv_close((uv_handle_t *)&c->tcp, on_close);
     return;
   }

@@ -1,5 +1,5 @@
-/* Connections per client address, counted across every worker: SO_REUSEPORT spreads one
- * client's connections over all of them, so a per-worker count would let it open the cap
+/* Connections per client address, counted across every worker: one client's connections
+ * are spread over all of them, so a per-worker count would let it open the cap
  * times the number of workers. Accepts are rare next to requests, so one mutex is cheap. */
 #ifndef HS_HTTP_CONN_LIMIT_H
 #define HS_HTTP_CONN_LIMIT_H

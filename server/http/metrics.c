@@ -158,10 +158,19 @@ int hs_metrics_render(hs_buf_t *out) {
                       "handsel_http_streams_open %lld\n"
                       "# HELP handsel_http_connections_accepted_total Connections accepted.\n"
                       "# TYPE handsel_http_connections_accepted_total counter\n"
-                      "handsel_http_connections_accepted_total %llu\n"
-                      "# HELP handsel_http_connections_closed_total Connections closed, by "
-                      "reason.\n# TYPE handsel_http_connections_closed_total counter\n",
+                      "handsel_http_connections_accepted_total %llu\n",
                       (long long)conns, (long long)streams, (unsigned long long)accepted);
+  /* Per worker as well: the main thread hands each connection to the worker with the fewest,
+     and an operator can see that it did. */
+  rc |= hs_buf_printf(out, "# HELP handsel_worker_connections_open Client connections open now, by "
+                           "worker thread.\n# TYPE handsel_worker_connections_open gauge\n");
+  for (unsigned w = 0; w < g_n_shards; w++) {
+    rc |= hs_buf_printf(
+        out, "handsel_worker_connections_open{worker=\"%u\"} %lld\n", w,
+        (long long)atomic_load_explicit(&g_shards[w].conns_open, memory_order_relaxed));
+  }
+  rc |= hs_buf_printf(out, "# HELP handsel_http_connections_closed_total Connections closed, by "
+                           "reason.\n# TYPE handsel_http_connections_closed_total counter\n");
   int64_t live = 0;
   uint64_t evictions = 0, replays = 0, batches = 0, writes = 0, sealed = 0, checkpoints = 0;
   for (unsigned w = 0; w < g_n_shards; w++) {

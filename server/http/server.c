@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* accept4 */
 #include "http/server.h"
 
 #include <arpa/inet.h>
@@ -17,10 +18,16 @@
 #include "http/tls.h"
 #include "http/worker.h"
 
-enum { SWEEP_INTERVAL_MS = 100 };
+enum {
+  SWEEP_INTERVAL_MS = 100,
+  ACCEPTS_PER_WAKEUP = 64, /* then the main loop polls again, so a flood cannot starve signals */
+  ACCEPT_PAUSE_MS = 100,   /* out of descriptors: wait for connections to close, don't spin */
+};
 
-/* A listening socket of our own, because libuv 1.44 has no SO_REUSEPORT flag: every worker
- * binds the same address and the kernel spreads new connections across them. */
+/* The one listening socket, accepted on by the main thread. SO_REUSEPORT with a socket per
+ * worker would let the kernel hash connections to workers, and with few long-lived HTTP/2
+ * connections that is lumpy: 8 connections often split 6 to 2, and the busier worker's
+ * requests waited twice as long. */
 static int open_listener(const hs_config_t *cfg, hs_err_t *err) {
   struct addrinfo hints = {
       .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -42,7 +49,6 @@ static int open_listener(const hs_config_t *cfg, hs_err_t *err) {
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) {
       break;
     }
@@ -58,13 +64,24 @@ static int open_listener(const hs_config_t *cfg, hs_err_t *err) {
   return fd;
 }
 
-static void on_connection(uv_stream_t *server, int status) {
-  hs_worker_t *w = server->data;
-  if (status < 0) {
-    hs_log(HS_LOG_WARN, "accept_failed", "{s:s}", "error", uv_strerror(status));
-    return;
+/* Sockets the main thread handed over. A draining worker closes them: the main thread
+ * stopped accepting before it asked the workers to drain, so none arrives after. */
+static void on_incoming(uv_async_t *a) {
+  hs_worker_t *w = a->data;
+  int fds[HS_HANDOFF_MAX];
+  uv_mutex_lock(&w->handoff_lock);
+  unsigned n = w->n_handoff;
+  memcpy(fds, w->handoff, n * sizeof fds[0]);
+  w->n_handoff = 0;
+  uv_mutex_unlock(&w->handoff_lock);
+  for (unsigned i = 0; i < n; i++) {
+    if (w->draining) {
+      close(fds[i]);
+      atomic_fetch_sub_explicit(&w->n_assigned, 1, memory_order_relaxed);
+    } else {
+      hs_conn_open(w, fds[i]);
+    }
   }
-  hs_conn_accept(w);
 }
 
 static void worker_maybe_finish(hs_worker_t *w) {
@@ -75,6 +92,7 @@ static void worker_maybe_finish(hs_worker_t *w) {
     }
     uv_close((uv_handle_t *)&w->sweep, NULL);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->incoming, NULL);
     uv_close((uv_handle_t *)&w->flush, NULL);
   }
 }
@@ -106,7 +124,7 @@ static void on_wakeup(uv_async_t *a) {
   }
   w->draining = true;
   w->drain_deadline = uv_now(&w->loop) + w->config->grace_ms;
-  uv_close((uv_handle_t *)&w->listener, NULL);
+  on_incoming(&w->incoming);
   for (hs_conn_t *c = w->conns; c != NULL;) {
     hs_conn_t *next = hs_conn_next(c);
     hs_conn_drain(c);
@@ -125,18 +143,15 @@ static int worker_init(hs_worker_t *w, hs_err_t *err) {
   if (rc != 0) {
     return hs_err_set(err, HS_EIO, "cannot create an event loop: %s", uv_strerror(rc));
   }
-  uv_tcp_init(&w->loop, &w->listener);
-  w->listener.data = w;
-  rc = uv_tcp_open(&w->listener, w->listen_fd);
-  if (rc == 0) {
-    w->listen_fd = -1; /* the handle owns it now */
-    rc = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection);
-  }
+  rc = uv_mutex_init(&w->handoff_lock);
   if (rc != 0) {
-    return hs_err_set(err, HS_EIO, "cannot listen: %s", uv_strerror(rc));
+    uv_loop_close(&w->loop);
+    return hs_err_set(err, HS_EIO, "cannot create a lock: %s", uv_strerror(rc));
   }
   uv_async_init(&w->loop, &w->wakeup, on_wakeup);
   w->wakeup.data = w;
+  uv_async_init(&w->loop, &w->incoming, on_incoming);
+  w->incoming.data = w;
   uv_timer_init(&w->loop, &w->sweep);
   w->sweep.data = w;
   uv_timer_start(&w->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
@@ -151,11 +166,88 @@ static int worker_init(hs_worker_t *w, hs_err_t *err) {
 typedef struct main_ctx {
   hs_worker_t *workers;
   unsigned n;
+  unsigned next; /* where the search for the least busy worker starts, so ties rotate */
+  int listen_fd; /* owned */
+  uv_poll_t accept_poll;
+  uv_timer_t accept_pause;
   uv_signal_t sigterm, sigint, sighup;
   hs_tls_t *tls; /* borrowed; NULL without TLS */
   const hs_server_opts_t *opts;
   bool stopping;
 } main_ctx_t;
+
+/* Each connection goes to the worker with the fewest: HTTP/2 connections are long-lived and
+ * carry many requests each, so an even count is an even load. */
+static void hand_off(main_ctx_t *m, int fd) {
+  hs_worker_t *best = NULL;
+  unsigned best_n = 0;
+  for (unsigned k = 0; k < m->n; k++) {
+    hs_worker_t *w = &m->workers[(m->next + k) % m->n];
+    unsigned n = atomic_load_explicit(&w->n_assigned, memory_order_relaxed);
+    if (best == NULL || n < best_n) {
+      best = w;
+      best_n = n;
+    }
+  }
+  m->next = (m->next + 1) % m->n;
+  uv_mutex_lock(&best->handoff_lock);
+  bool queued = best->n_handoff < HS_HANDOFF_MAX;
+  if (queued) {
+    best->handoff[best->n_handoff++] = fd;
+    atomic_fetch_add_explicit(&best->n_assigned, 1, memory_order_relaxed);
+  }
+  uv_mutex_unlock(&best->handoff_lock);
+  if (!queued) {
+    hs_log(HS_LOG_WARN, "connection_refused", "{s:s, s:i}", "reason", "worker_backlog", "worker",
+           (int)best->index);
+    close(fd);
+    return;
+  }
+  uv_async_send(&best->incoming);
+}
+
+static void on_accept_resume(uv_timer_t *t);
+
+static void on_acceptable(uv_poll_t *p, int status, int events) {
+  (void)events;
+  main_ctx_t *m = p->data;
+  if (status < 0) {
+    hs_log(HS_LOG_WARN, "accept_failed", "{s:s}", "error", uv_strerror(status));
+    return;
+  }
+  for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+    int fd = accept4(m->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      hand_off(m, fd);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) {
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return;
+    }
+    hs_log(HS_LOG_WARN, "accept_failed", "{s:s, s:i}", "error", strerror(errno), "pause_ms",
+           ACCEPT_PAUSE_MS);
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      /* The socket stays readable until a descriptor frees up: polling again now would spin. */
+      uv_poll_stop(&m->accept_poll);
+      uv_timer_start(&m->accept_pause, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+    }
+    return;
+  }
+}
+
+static void on_accept_resume(uv_timer_t *t) {
+  main_ctx_t *m = t->data;
+  uv_poll_start(&m->accept_poll, UV_READABLE, on_acceptable);
+}
+
+static void on_listen_closed(uv_handle_t *h) {
+  main_ctx_t *m = h->data;
+  close(m->listen_fd);
+  m->listen_fd = -1;
+}
 
 static void on_signal(uv_signal_t *s, int signum) {
   main_ctx_t *m = s->data;
@@ -165,6 +257,9 @@ static void on_signal(uv_signal_t *s, int signum) {
   m->stopping = true;
   hs_log(HS_LOG_INFO, "draining", "{s:s, s:i}", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT",
          "grace_ms", (int)m->opts->config->grace_ms);
+  /* No handoff after this point: a worker closes its handle once it drained. */
+  uv_close((uv_handle_t *)&m->accept_poll, on_listen_closed);
+  uv_close((uv_handle_t *)&m->accept_pause, NULL);
   for (unsigned i = 0; i < m->n; i++) {
     uv_async_send(&m->workers[i].wakeup);
   }
@@ -227,14 +322,17 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
     return hs_err_set(err, rc, "cannot set up metrics");
   }
   hs_worker_t *workers = calloc(cfg->workers, sizeof *workers);
-  if (workers == NULL) {
+  int listen_fd =
+      workers == NULL ? hs_err_set(err, HS_ENOMEM, "out of memory") : open_listener(cfg, err);
+  if (listen_fd < 0) {
+    free(workers);
     if (tls != NULL) {
       hs_tls_free(tls);
     }
     hs_metrics_free();
     hs_conn_limit_free(&per_ip);
     hs_rate_free(&rate);
-    return hs_err_set(err, HS_ENOMEM, "out of memory");
+    return listen_fd;
   }
   unsigned started = 0;
   rc = HS_OK;
@@ -249,11 +347,6 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
     w->rate = &rate;
     w->metrics = hs_metrics_shard(i);
     w->opts = opts;
-    w->listen_fd = open_listener(cfg, err);
-    if (w->listen_fd < 0) {
-      rc = w->listen_fd;
-      break;
-    }
     rc = worker_init(w, err);
     if (rc == HS_OK) {
       started++;
@@ -269,13 +362,15 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
       if (workers[i].app != NULL && opts->worker_stop != NULL) {
         opts->worker_stop(&workers[i], opts->hook_ctx);
       }
-      uv_close((uv_handle_t *)&workers[i].listener, NULL);
       uv_close((uv_handle_t *)&workers[i].wakeup, NULL);
+      uv_close((uv_handle_t *)&workers[i].incoming, NULL);
       uv_close((uv_handle_t *)&workers[i].sweep, NULL);
       uv_close((uv_handle_t *)&workers[i].flush, NULL);
       uv_run(&workers[i].loop, UV_RUN_DEFAULT);
       uv_loop_close(&workers[i].loop);
+      uv_mutex_destroy(&workers[i].handoff_lock);
     }
+    close(listen_fd);
     free(workers);
     if (tls != NULL) {
       hs_tls_free(tls);
@@ -288,7 +383,11 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
 
   uv_loop_t main_loop;
   uv_loop_init(&main_loop);
-  main_ctx_t m = {.workers = workers, .n = cfg->workers, .opts = opts, .tls = tls};
+  main_ctx_t m = {
+      .workers = workers, .n = cfg->workers, .listen_fd = listen_fd, .opts = opts, .tls = tls};
+  uv_poll_init_socket(&main_loop, &m.accept_poll, listen_fd);
+  uv_timer_init(&main_loop, &m.accept_pause);
+  m.accept_poll.data = m.accept_pause.data = &m;
   uv_signal_init(&main_loop, &m.sigterm);
   uv_signal_init(&main_loop, &m.sigint);
   uv_signal_init(&main_loop, &m.sighup);
@@ -300,6 +399,7 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
   for (unsigned i = 0; i < cfg->workers; i++) {
     uv_thread_create(&workers[i].thread, worker_main, &workers[i]);
   }
+  uv_poll_start(&m.accept_poll, UV_READABLE, on_acceptable);
   hs_log(HS_LOG_INFO, "listening", "{s:s, s:i, s:i, s:b}", "host", cfg->listen_host, "port",
          (int)cfg->listen_port, "workers", (int)cfg->workers, "tls", tls != NULL);
   if (opts->on_start != NULL) {
@@ -309,6 +409,7 @@ int hs_server_run(const hs_server_opts_t *opts, hs_err_t *err) {
   for (unsigned i = 0; i < cfg->workers; i++) {
     uv_thread_join(&workers[i].thread);
     uv_loop_close(&workers[i].loop);
+    uv_mutex_destroy(&workers[i].handoff_lock);
   }
   uv_loop_close(&main_loop);
   free(workers);

@@ -1,6 +1,7 @@
-/* The HTTP/2 server: N worker threads, each with its own libuv loop, accepting on one address
- * with SO_REUSEPORT. hs_server_run blocks until SIGTERM or SIGINT, drains (GOAWAY, in-flight
- * streams get config.grace_ms to finish) and returns. */
+/* The HTTP/2 server: N worker threads, each with its own libuv loop, serving the connections
+ * the main thread accepts on one listening socket and hands to the least busy. hs_server_run blocks
+ * until SIGTERM or SIGINT, drains (GOAWAY, in-flight streams get config.grace_ms to finish) and
+ * returns. */
 #ifndef HS_HTTP_SERVER_H
 #define HS_HTTP_SERVER_H
 

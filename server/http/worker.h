@@ -1,11 +1,12 @@
 /* Internal to server/http: a worker thread and its connections. Each worker owns one libuv
- * loop, one listening socket (SO_REUSEPORT on the shared address, so the kernel spreads
- * connections) and every connection it accepted; nothing here is touched by another thread
- * except `wakeup`, which is how the main thread asks a worker to drain. */
+ * loop and every connection the main thread handed it (server.c accepts them all, so that
+ * each goes to the worker with the fewest). Nothing here is touched by another thread except
+ * `wakeup` (drain), `incoming`, the handoff queue under its lock, and `n_assigned`. */
 #ifndef HS_HTTP_WORKER_H
 #define HS_HTTP_WORKER_H
 
 #include <openssl/ssl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -17,16 +18,24 @@
 typedef struct hs_conn hs_conn_t;
 typedef struct hs_worker hs_worker_t;
 
+/* Accepted sockets that may wait for one worker to open them. A worker this far behind is
+ * stuck, and the main thread closes what it cannot queue. */
+enum { HS_HANDOFF_MAX = 512 };
+
 struct hs_worker {
   unsigned index;
   uv_loop_t loop;
-  uv_tcp_t listener;
   uv_async_t wakeup;     /* main thread -> worker: start draining */
+  uv_async_t incoming;   /* main thread -> worker: sockets wait in `handoff` */
   uv_timer_t sweep;      /* timeouts of every connection, checked together */
   uv_check_t flush;      /* sends what handlers answered during this loop iteration */
   hs_conn_t *flush_head; /* connections waiting for that (borrowed; linked via the conn) */
   uv_thread_t thread;
-  int listen_fd; /* owned until handed to the listener */
+  uv_mutex_t handoff_lock;     /* guards handoff and n_handoff */
+  int handoff[HS_HANDOFF_MAX]; /* owned: accepted sockets the worker has not opened yet */
+  unsigned n_handoff;
+  _Atomic unsigned n_assigned; /* connections handed to this worker and not closed yet: the
+                                  main thread adds one per handoff, the worker takes it back */
 
   const hs_config_t *config; /* borrowed, read-only */
   const hs_route_t *routes;  /* borrowed, read-only */
@@ -47,8 +56,9 @@ struct hs_worker {
   char readbuf[64 * 1024];
 };
 
-/* conn.c: accepts one pending connection on the worker's listener. */
-void hs_conn_accept(hs_worker_t *w);
+/* conn.c: serves a socket the main thread accepted; takes fd (closed on failure) and the
+ * connection's share of n_assigned, given back when it closes. */
+void hs_conn_open(hs_worker_t *w, int fd);
 /* conn.c: one pass of every timeout of one connection (called by the worker's sweep timer). */
 void hs_conn_sweep(hs_conn_t *c, uint64_t now);
 /* conn.c: sends GOAWAY and lets in-flight streams finish (server draining). */

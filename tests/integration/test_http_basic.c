@@ -482,6 +482,53 @@ static void test_workers_concurrent(void **state) {
   assert_true(n >= N);
 }
 
+/* GET /metrics on an open connection (no new one to count); the text stays owned by c. */
+static const char *metrics_on(hs_h2_conn_t *c) {
+  hs_h2_response_t *r = must_request(c, "GET", "/metrics", NULL, 0, NULL, 0);
+  assert_int_equal(r->status, 200);
+  assert_int_equal(hs_buf_append(&r->body, "", 1), 0);
+  return (const char *)r->body.data;
+}
+
+/* The main thread hands each new connection to the worker with the fewest. Connections are
+ * opened one after another, and none closes meanwhile, so the split is exact: the kernel's
+ * hashing of a socket per worker (SO_REUSEPORT) would be even only one time in ten. */
+static void test_workers_share_connections(void **state) {
+  hs_test_server_t *s = *state;
+  hs_test_server_must_start(s, (const char *const[]){"HANDSEL_WORKERS=2", NULL}, false);
+  enum { N = 64 };
+  hs_h2_conn_t *c[N];
+  c[0] = must_connect(s, false);
+  /* Wait until the start-up probe's connection is gone: then only c[0] is open. */
+  double open = 0;
+  long long deadline = hs_test_now_ms() + T;
+  for (;;) {
+    assert_int_equal(
+        hs_test_metric_sum(metrics_on(c[0]), "handsel_http_connections_open", NULL, &open), 1);
+    if (open == 1 || hs_test_now_ms() > deadline) {
+      break;
+    }
+    hs_test_sleep_ms(20);
+  }
+  assert_true(open == 1);
+  for (int i = 1; i < N; i++) {
+    c[i] = must_connect(s, false);
+    assert_int_equal(must_request(c[i], "GET", "/healthz", NULL, 0, NULL, 0)->status, 200);
+  }
+  const char *text = metrics_on(c[0]);
+  double w0 = 0, w1 = 0;
+  assert_int_equal(hs_test_metric_sum(text, "handsel_worker_connections_open",
+                                      (const char *const[]){"worker=0", NULL}, &w0),
+                   1);
+  assert_int_equal(hs_test_metric_sum(text, "handsel_worker_connections_open",
+                                      (const char *const[]){"worker=1", NULL}, &w1),
+                   1);
+  assert_true(w0 == N / 2 && w1 == N / 2);
+  for (int i = 0; i < N; i++) {
+    hs_h2_close(c[i]);
+  }
+}
+
 static void test_metrics(void **state) {
   hs_test_server_t *s = *state;
   hs_test_server_must_start(
@@ -655,6 +702,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_body_too_large, setup, teardown),
       cmocka_unit_test_setup_teardown(test_http1_gets_505, setup, teardown),
       cmocka_unit_test_setup_teardown(test_workers_concurrent, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_workers_share_connections, setup, teardown),
       cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
       cmocka_unit_test_setup_teardown(test_readyz_without_database, setup, teardown),
       cmocka_unit_test_setup_teardown(test_readyz_with_database, setup, teardown),
