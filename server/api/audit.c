@@ -21,6 +21,7 @@
 #include "codec/codec.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "http/worker.h"
 #include "store/store.h"
 
@@ -297,7 +298,7 @@ static int put_record_csv(xop_t *op, const PGresult *res, int row, const hs_audi
   /* The redacted names, space-separated. */
   char names[1024] = "";
   if (drop != NULL) {
-    snprintf(names, sizeof names, "%s", drop);
+    hs_strlcpy(names, drop, sizeof names);
     for (char *c = names; *c != '\0'; c++) {
       *c = *c == '\n' ? ' ' : *c;
     }
@@ -724,7 +725,7 @@ static void on_checkpoint(void *ctx, const hs_db_result_t *res) {
   req->on_cancel = NULL;
   req->data = NULL;
   char brand[65];
-  snprintf(brand, sizeof brand, "%s", op->who.brand);
+  hs_strlcpy(brand, op->who.brand, sizeof brand);
   free(op);
   if (res->status != HS_OK) {
     hs_api_unavailable(req, res->error);

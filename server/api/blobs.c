@@ -9,6 +9,7 @@
 #include "api/auth.h"
 #include "api/common.h"
 #include "core/ids.h"
+#include "core/str.h"
 #include "http/worker.h"
 #include "store/store.h"
 
@@ -40,14 +41,14 @@ static bool take_hash(hs_req_t *req, char out[65]) {
                          "A blob is named by the SHA-256 of its bytes: 64 lower-case hex digits");
     return false;
   }
-  snprintf(out, 65, "%s", h);
+  hs_strlcpy(out, h, 65);
   return true;
 }
 
 static void on_stored(void *ctx, const hs_db_result_t *res) {
   bop_t *op = ctx;
   char hash[65];
-  snprintf(hash, sizeof hash, "%s", op->hash);
+  hs_strlcpy(hash, op->hash, sizeof hash);
   size_t size = op->size;
   hs_req_t *req = bop_done(op);
   if (res->status != HS_OK) {
@@ -91,7 +92,7 @@ static void put_authorized(hs_req_t *req, const hs_principal_t *who) {
   }
   op->req = req;
   op->size = req->body.len;
-  snprintf(op->hash, sizeof op->hash, "%s", hash);
+  hs_strlcpy(op->hash, hash, sizeof op->hash);
   char brand[24], size[24];
   snprintf(brand, sizeof brand, "%" PRId64, who->brand_id);
   snprintf(size, sizeof size, "%zu", req->body.len);

@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/common.h"
+#include "core/str.h"
 #include "http/worker.h"
 #include "store/content.h"
 #include "store/store.h"
@@ -30,7 +31,7 @@ static void on_stats(void *ctx, const hs_db_result_t *res) {
   req->on_cancel = NULL;
   req->data = NULL;
   char process[65];
-  snprintf(process, sizeof process, "%s", op->process);
+  hs_strlcpy(process, op->process, sizeof process);
   free(op);
   if (res->status != HS_OK || res->n_results != 3) {
     hs_api_unavailable(req, res->error != NULL ? res->error : "the database is unavailable");
@@ -65,7 +66,7 @@ static void stats_authorized(hs_req_t *req, const hs_principal_t *who) {
     return;
   }
   op->req = req;
-  snprintf(op->process, sizeof op->process, "%s", process);
+  hs_strlcpy(op->process, process, sizeof op->process);
   char brand[24];
   snprintf(brand, sizeof brand, "%" PRId64, who->brand_id);
   const char *params[] = {brand, op->process};

@@ -9,6 +9,7 @@
 #include "api/auth.h"
 #include "api/common.h"
 #include "core/ids.h"
+#include "core/str.h"
 #include "engine/engine.h"
 #include "http/worker.h"
 #include "store/store.h"
@@ -44,7 +45,7 @@ static pop_t *pop_new(hs_req_t *req, const hs_principal_t *who) {
   op->who = *who;
   const char *name = hs_route_param(&req->match, "name");
   if (name != NULL) {
-    snprintf(op->name, sizeof op->name, "%s", name);
+    hs_strlcpy(op->name, name, sizeof op->name);
   }
   req->data = op;
   req->on_cancel = pop_cancel;
@@ -74,8 +75,8 @@ static int pop_exec(pop_t *op, const hs_db_stmt_t *stmts, size_t n, hs_db_done_c
 static void on_put_done(void *ctx, const hs_db_result_t *res) {
   pop_t *op = ctx;
   char name[65], version[65];
-  snprintf(name, sizeof name, "%s", op->name);
-  snprintf(version, sizeof version, "%s", op->version);
+  hs_strlcpy(name, op->name, sizeof name);
+  hs_strlcpy(version, op->version, sizeof version);
   hs_req_t *req = pop_done(op);
   if (res->status != HS_OK) {
     hs_api_unavailable(req, res->error);
@@ -171,9 +172,9 @@ static void put_authorized(hs_req_t *req, const hs_principal_t *who) {
     hs_vm_free(vm);
     return;
   }
-  snprintf(op->version, sizeof op->version, "%s", hs_process_version(p));
+  hs_strlcpy(op->version, hs_process_version(p), sizeof op->version);
   char title[256];
-  snprintf(title, sizeof title, "%s", hs_process_title(p));
+  hs_strlcpy(title, hs_process_title(p), sizeof title);
   hs_vm_free(vm);
 
   char brand[24];
@@ -215,8 +216,8 @@ void hs_api_process_put(hs_req_t *req) {
 static void on_activated(void *ctx, const hs_db_result_t *res) {
   pop_t *op = ctx;
   char name[65], version[65];
-  snprintf(name, sizeof name, "%s", op->name);
-  snprintf(version, sizeof version, "%s", op->version);
+  hs_strlcpy(name, op->name, sizeof name);
+  hs_strlcpy(version, op->version, sizeof version);
   hs_req_t *req = pop_done(op);
   if (res->status != HS_OK) {
     hs_api_unavailable(req, res->error);
@@ -262,7 +263,7 @@ static void activate_authorized(hs_req_t *req, const hs_principal_t *who) {
   if (op == NULL) {
     return;
   }
-  snprintf(op->version, sizeof op->version, "%s", version->as.str.ptr);
+  hs_strlcpy(op->version, version->as.str.ptr, sizeof op->version);
   char brand[24];
   snprintf(brand, sizeof brand, "%" PRId64, who->brand_id);
   const char *params[] = {brand, op->name, op->version};
@@ -349,7 +350,7 @@ void hs_api_process_list(hs_req_t *req) {
 static void on_get(void *ctx, const hs_db_result_t *res) {
   pop_t *op = ctx;
   char name[65];
-  snprintf(name, sizeof name, "%s", op->name);
+  hs_strlcpy(name, op->name, sizeof name);
   hs_req_t *req = pop_done(op);
   if (res->status != HS_OK) {
     hs_api_unavailable(req, res->error);

@@ -16,6 +16,7 @@
 #include "api/common.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "http/worker.h"
 #include "store/content.h"
 #include "store/store.h"
@@ -268,7 +269,7 @@ static bool take_session_id(hs_req_t *req, sop_t *op) {
                          "A session id is a UUID such as 3f1c9b52-8d4e-4b7a-9c61-2f0e5d7a8b90");
     return false;
   }
-  snprintf(op->id, sizeof op->id, "%s", id);
+  hs_strlcpy(op->id, id, sizeof op->id);
   return true;
 }
 
@@ -389,14 +390,14 @@ static void start_new(sop_t *op, const char *version, const char *source, size_t
     return;
   }
   hs_live_t *live = op->new_live;
-  snprintf(live->id, sizeof live->id, "%s", op->id);
+  hs_strlcpy(live->id, op->id, sizeof live->id);
   live->brand_id = op->who.brand_id;
-  snprintf(live->contractor_id, sizeof live->contractor_id, "%s", op->who.subject);
-  snprintf(live->process, sizeof live->process, "%s", op->process);
-  snprintf(live->version, sizeof live->version, "%s", version);
-  snprintf(live->ref, sizeof live->ref, "%s", op->ref);
+  hs_strlcpy(live->contractor_id, op->who.subject, sizeof live->contractor_id);
+  hs_strlcpy(live->process, op->process, sizeof live->process);
+  hs_strlcpy(live->version, version, sizeof live->version);
+  hs_strlcpy(live->ref, op->ref, sizeof live->ref);
   if (res.outcome != NULL) {
-    snprintf(live->outcome, sizeof live->outcome, "%s", res.outcome);
+    hs_strlcpy(live->outcome, res.outcome, sizeof live->outcome);
   }
   live->started_ms = now;
   live->proc = p;
@@ -442,7 +443,7 @@ static void on_start_read(void *ctx, const hs_db_result_t *res) {
   }
   PGresult *existing = res->n_results > 1 ? res->results[1] : NULL;
   if (existing != NULL && PQntuples(existing) == 1) {
-    snprintf(op->id, sizeof op->id, "%s", PQgetvalue(existing, 0, 0));
+    hs_strlcpy(op->id, PQgetvalue(existing, 0, 0), sizeof op->id);
     op->next = get_with_live;
     with_live(op, get_with_live);
     return;
@@ -473,7 +474,7 @@ static void on_ref_found(void *ctx, const hs_db_result_t *res) {
     sop_done(op);
     return;
   }
-  snprintf(op->id, sizeof op->id, "%s", PQgetvalue(res->results[0], 0, 0));
+  hs_strlcpy(op->id, PQgetvalue(res->results[0], 0, 0), sizeof op->id);
   with_live(op, get_with_live);
 }
 
@@ -518,9 +519,9 @@ static void start_authorized(hs_req_t *req, const hs_principal_t *who) {
   if (op == NULL) {
     return;
   }
-  snprintf(op->process, sizeof op->process, "%s", process->as.str.ptr);
+  hs_strlcpy(op->process, process->as.str.ptr, sizeof op->process);
   if (ref != NULL && ref->type == HS_V_STR) {
-    snprintf(op->ref, sizeof op->ref, "%s", ref->as.str.ptr);
+    hs_strlcpy(op->ref, ref->as.str.ptr, sizeof op->ref);
   }
   if (customer == NULL || customer->type == HS_V_NIL) {
     customer = hs_value_new_map(&req->arena, 0);
@@ -903,7 +904,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
   hs_req_t *req = op->req;
   hs_arena_t *a = &req->arena;
   char step_id[129];
-  snprintf(step_id, sizeof step_id, "%s", hs_session_step_id(live->session));
+  hs_strlcpy(step_id, hs_session_step_id(live->session), sizeof step_id);
   uint8_t digest[32];
   hs_buf_t data_mp;
   hs_buf_init(&data_mp, 0);
@@ -954,7 +955,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
     const hs_value_t *whole = res.errors != NULL ? hs_map_get(res.errors, "") : NULL;
     char msg[512];
     if (whole != NULL && whole->type == HS_V_STR) {
-      snprintf(msg, sizeof msg, "%s", whole->as.str.ptr);
+      hs_strlcpy(msg, whole->as.str.ptr, sizeof msg);
     } else {
       snprintf(msg, sizeof msg, "Step \"%s\" (seq %u) has %zu field%s to fix.", step_id, op->seq,
                n_fields, n_fields == 1 ? "" : "s");
@@ -993,7 +994,7 @@ static void complete_checked(sop_t *op, hs_live_t *live) {
       return;
     }
     if (res.outcome != NULL) {
-      snprintf(live->outcome, sizeof live->outcome, "%s", res.outcome);
+      hs_strlcpy(live->outcome, res.outcome, sizeof live->outcome);
     }
     live->evidence = hs_step_needs_evidence(res.step);
     op->answer = answer;
@@ -1080,7 +1081,7 @@ static void complete_authorized(hs_req_t *req, const hs_principal_t *who) {
   op->data = data;
   op->at_ms = at_ms;
   if (at != NULL && at->type == HS_V_STR) {
-    snprintf(op->at, sizeof op->at, "%s", at->as.str.ptr);
+    hs_strlcpy(op->at, at->as.str.ptr, sizeof op->at);
   }
   with_live(op, complete_with_live);
 }

@@ -9,6 +9,7 @@
 #include "api/auth.h"
 #include "api/common.h"
 #include "core/ids.h"
+#include "core/str.h"
 #include "http/worker.h"
 #include "store/store.h"
 
@@ -100,8 +101,8 @@ static void create_authorized(hs_req_t *req, const hs_principal_t *who) {
     free(op);
     return;
   }
-  snprintf(op->role, sizeof op->role, "%s", role->as.str.ptr);
-  snprintf(op->name, sizeof op->name, "%s", name != NULL ? name->as.str.ptr : "");
+  hs_strlcpy(op->role, role->as.str.ptr, sizeof op->role);
+  hs_strlcpy(op->name, name != NULL ? name->as.str.ptr : "", sizeof op->name);
   char brand[24];
   snprintf(brand, sizeof brand, "%" PRId64, who->brand_id);
   /* A contractor's subject is who they are in sessions; without one the token id serves. */
@@ -148,7 +149,7 @@ static void revoke_authorized(hs_req_t *req, const hs_principal_t *who) {
   if (op == NULL) {
     return;
   }
-  snprintf(op->id, sizeof op->id, "%s", id);
+  hs_strlcpy(op->id, id, sizeof op->id);
   char brand[24];
   snprintf(brand, sizeof brand, "%" PRId64, who->brand_id);
   const char *params[] = {op->id, brand};

@@ -12,6 +12,7 @@
 #include "core/buf.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/str.h"
 
 enum {
   /* Ids per round, and so at most as many records hashed: a few milliseconds of the loop. A
@@ -127,7 +128,7 @@ static void on_fence(void *ctx, const hs_db_result_t *r) {
     return;
   }
   s->fence = int_at(r->results[0], 0, 0);
-  snprintf(s->xid, sizeof s->xid, "%s", PQgetvalue(r->results[1], 0, 0));
+  hs_strlcpy(s->xid, PQgetvalue(r->results[1], 0, 0), sizeof s->xid);
   /* The database's clock, not this node's: every record up to the fence began (server_time)
    * before this instant, which is what lets an export start at the last checkpoint signed
    * before its `from`. */
@@ -347,7 +348,7 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     chain_t *c = &chains[n++];
     int row = (int)i;
     c->brand_id = hs_audit_be64(PQgetvalue(heads, row, 0));
-    snprintf(c->brand, sizeof c->brand, "%s", PQgetvalue(heads, row, 1));
+    hs_strlcpy(c->brand, PQgetvalue(heads, row, 1), sizeof c->brand);
     c->size = hs_audit_be64(PQgetvalue(heads, row, 2));
     if (PQgetlength(heads, row, 3) == 32) { /* NULL for a brand with no checkpoint yet */
       memcpy(c->head, PQgetvalue(heads, row, 3), 32);

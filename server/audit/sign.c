@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/ids.h"
+#include "core/str.h"
 
 struct hs_audit_key {
   EVP_PKEY *pkey; /* owned */
@@ -50,7 +51,7 @@ static int finish_key(EVP_PKEY *pkey, hs_audit_key_t **out, const char *path, hs
 /* mkdir -p for the key's directory (development keys live under a fresh directory). */
 static void make_parent(const char *path) {
   char dir[4096];
-  snprintf(dir, sizeof dir, "%s", path);
+  hs_strlcpy(dir, path, sizeof dir);
   char *slash = strrchr(dir, '/');
   if (slash == NULL || slash == dir) {
     return;

@@ -12,6 +12,7 @@
 #include "core/arena.h"
 #include "core/buf.h"
 #include "core/ids.h"
+#include "core/str.h"
 
 enum {
   /* A record holds at most one request body of data, written as JSON: a line past this is not
@@ -373,8 +374,8 @@ static int do_checkpoint(vstate_t *v, json_t *o) {
   v->last_cp = cp.size;
   v->first_after_cp = cp.size + 1;
   v->rep->end_size = cp.size;
-  snprintf(v->rep->key_id, sizeof v->rep->key_id, "%s", kid);
-  snprintf(v->rep->signed_at, sizeof v->rep->signed_at, "%s", t);
+  hs_strlcpy(v->rep->key_id, kid, sizeof v->rep->key_id);
+  hs_strlcpy(v->rep->signed_at, t, sizeof v->rep->signed_at);
   return 0;
 }
 
@@ -392,7 +393,7 @@ static int do_header(vstate_t *v, json_t *o, int64_t *promised) {
                  "the first line is not the header of a handsel audit export (NDJSON, "
                  "format handsel-audit-v1; a CSV export cannot be verified)");
   }
-  snprintf(v->rep->brand, sizeof v->rep->brand, "%s", brand);
+  hs_strlcpy(v->rep->brand, brand, sizeof v->rep->brand);
   v->rep->start_size = size;
   v->expected = size + 1;
   v->first_after_cp = size + 1;

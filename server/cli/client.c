@@ -1,6 +1,7 @@
 /* The command line's HTTP/2 client: nghttp2's sans-I/O session over a non-blocking socket
  * (plain or OpenSSL), driven by poll() with a timeout on every wait. See client.h. */
 #include "cli/client.h"
+#include "core/str.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -140,7 +141,7 @@ static int parse_url(const char *s, url_t *u, hs_err_t *err) {
     }
     snprintf(u->port, sizeof u->port, "%ld", p);
   } else {
-    snprintf(u->port, sizeof u->port, "%s", u->tls ? "443" : "80");
+    hs_strlcpy(u->port, u->tls ? "443" : "80", sizeof u->port);
   }
   size_t plen = strlen(path);
   while (plen > 0 && path[plen - 1] == '/') {
@@ -213,7 +214,7 @@ static int tcp_connect(hs_client_t *c, hs_err_t *err) {
     snprintf(where, sizeof where, ai->ai_family == AF_INET6 ? "[%s]" : "%s", addr);
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-      snprintf(why, sizeof why, "%s", strerror(errno));
+      hs_strlcpy(why, strerror(errno), sizeof why);
       continue;
     }
     int e = 0;
@@ -246,7 +247,7 @@ static int tcp_connect(hs_client_t *c, hs_err_t *err) {
       freeaddrinfo(res);
       return HS_OK;
     }
-    snprintf(why, sizeof why, "%s", strerror(e));
+    hs_strlcpy(why, strerror(e), sizeof why);
     close(fd);
   }
   freeaddrinfo(res);
@@ -255,7 +256,7 @@ static int tcp_connect(hs_client_t *c, hs_err_t *err) {
   }
   /* The address tried last is named when the URL gave a name: it tells IPv4 from IPv6. */
   char bare[sizeof where];
-  snprintf(bare, sizeof bare, "%s", where[0] == '[' ? where + 1 : where);
+  hs_strlcpy(bare, where[0] == '[' ? where + 1 : where, sizeof bare);
   bare[strcspn(bare, "]")] = '\0';
   if (strcmp(bare, c->url.host) == 0 || where[0] == '\0') {
     return hs_err_set(err, rc, "Cannot connect to %s: %s", c->url.authority, why);
@@ -267,7 +268,7 @@ static int tcp_connect(hs_client_t *c, hs_err_t *err) {
 static const char *ssl_reason(char *buf, size_t n, const char *fallback) {
   unsigned long e = ERR_get_error();
   if (e == 0) {
-    snprintf(buf, n, "%s", fallback);
+    hs_strlcpy(buf, fallback, n);
   } else {
     ERR_error_string_n(e, buf, n);
   }

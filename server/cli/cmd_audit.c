@@ -31,6 +31,7 @@
 #include "cli/commands.h"
 #include "codec/codec.h"
 #include "core/ids.h"
+#include "core/str.h"
 #include "engine/engine.h"
 #include "store/store.h"
 
@@ -850,10 +851,10 @@ static int audit_open(audit_t *au, const char *brand, PGresult **srow_out) {
     PQclear(srow);
     return 2;
   }
-  snprintf(au->brand_id, sizeof au->brand_id, "%s", PQgetvalue(srow, 0, 0));
-  snprintf(au->process, sizeof au->process, "%s", PQgetvalue(srow, 0, 2));
-  snprintf(au->version, sizeof au->version, "%s", PQgetvalue(srow, 0, 3));
-  snprintf(au->contractor_id, sizeof au->contractor_id, "%s", PQgetvalue(srow, 0, 4));
+  hs_strlcpy(au->brand_id, PQgetvalue(srow, 0, 0), sizeof au->brand_id);
+  hs_strlcpy(au->process, PQgetvalue(srow, 0, 2), sizeof au->process);
+  hs_strlcpy(au->version, PQgetvalue(srow, 0, 3), sizeof au->version);
+  hs_strlcpy(au->contractor_id, PQgetvalue(srow, 0, 4), sizeof au->contractor_id);
   const char *vparams[] = {au->brand_id, au->process, au->version};
   PGresult *src = query(au->pg,
                         "SELECT source FROM process_versions"

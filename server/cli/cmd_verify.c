@@ -9,6 +9,7 @@
 #include "audit/verify.h"
 #include "cli/commands.h"
 #include "codec/codec.h"
+#include "core/str.h"
 
 void hs_cmd_verify_help(FILE *out) {
   fputs("usage: handsel verify FILE --key PUB\n"
@@ -50,7 +51,7 @@ static int read_key(const char *arg, uint8_t pub[32], hs_err_t *err) {
   int rc = hs_audit_public_parse(text, n, pub, err);
   if (rc != HS_OK) {
     char msg[sizeof err->msg];
-    snprintf(msg, sizeof msg, "%s", err->msg);
+    hs_strlcpy(msg, err->msg, sizeof msg);
     return hs_err_set(err, rc, "%s: %s", arg, msg);
   }
   return HS_OK;

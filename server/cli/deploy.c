@@ -9,6 +9,7 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "core/str.h"
 #include "engine/engine.h"
 
 enum { SOURCE_MAX = 1024 * 1024 }; /* as the engine's own file limit */
@@ -90,8 +91,8 @@ static int check_item(item_t *it, hs_err_t *err) {
     rc = hs_process_load(vm, it->path, it->source, it->len, &p, err);
   }
   if (rc == HS_OK) {
-    snprintf(it->name, sizeof it->name, "%s", hs_process_name(p));
-    snprintf(it->version, sizeof it->version, "%s", hs_process_version(p));
+    hs_strlcpy(it->name, hs_process_name(p), sizeof it->name);
+    hs_strlcpy(it->version, hs_process_version(p), sizeof it->version);
   }
   hs_vm_free(vm);
   return rc;
@@ -109,7 +110,7 @@ static int read_answer(const hs_client_response_t *resp, char *version, size_t c
                     "The server's answer has no version or active member: is it a handsel "
                     "server?");
   } else {
-    snprintf(version, cap, "%s", v);
+    hs_strlcpy(version, v, cap);
     *active = json_is_true(a);
   }
   json_decref(root);

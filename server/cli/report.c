@@ -9,6 +9,7 @@
 #include "api/common.h"
 #include "cli/commands.h"
 #include "codec/value.h"
+#include "core/str.h"
 #include "store/content.h"
 
 void hs_cmd_report_help(FILE *out) {
@@ -56,8 +57,8 @@ static int find_brand(PGconn *pg, const char *brand, const char *process, char i
   }
   int n = PQntuples(r);
   if (n == 1) {
-    snprintf(id, 24, "%s", PQgetvalue(r, 0, 0));
-    snprintf(name, 65, "%s", PQgetvalue(r, 0, 1));
+    hs_strlcpy(id, PQgetvalue(r, 0, 0), 24);
+    hs_strlcpy(name, PQgetvalue(r, 0, 1), 65);
   } else if (n == 0 && brand != NULL) {
     fprintf(stderr, "handsel report: the brand %s has no process %s\n", brand, process);
   } else if (n == 0) {

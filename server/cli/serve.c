@@ -7,6 +7,7 @@
 #include "audit/sealer.h"
 #include "audit/sign.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "db/probe.h"
 #include "http/config.h"
 #include "http/server.h"
@@ -137,7 +138,7 @@ static int load_signing_key(const hs_config_t *cfg, hs_audit_key_t **out) {
                home != NULL && *home != '\0' ? home : ".");
     }
   } else {
-    snprintf(path, sizeof path, "%s", cfg->signing_key);
+    hs_strlcpy(path, cfg->signing_key, sizeof path);
   }
   bool created = false;
   if (hs_audit_key_load(path, dev, out, &created, &err) != HS_OK) {

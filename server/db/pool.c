@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/str.h"
 
 enum {
   MAX_JOBS_PER_CONN = 4096, /* beyond this the database is not keeping up: shed load */
@@ -133,7 +134,7 @@ static void conn_unpoll(conn_t *c) {
 /* Fails every job on the connection and schedules a reconnect. */
 static void conn_broken(conn_t *c, const char *why) {
   char msg[200]; /* leaves room for the prefix in a job's 256-byte error */
-  snprintf(msg, sizeof msg, "%s", why != NULL && *why != '\0' ? why : "connection lost");
+  hs_strlcpy(msg, why != NULL && *why != '\0' ? why : "connection lost", sizeof msg);
   size_t len = strlen(msg);
   while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) {
     msg[--len] = '\0';
@@ -189,8 +190,8 @@ static void record_error(hs_db_job_t *j, const PGresult *r, const char *fallback
   j->status = HS_EIO;
   const char *msg = r != NULL ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-  snprintf(j->error, sizeof j->error, "%s", msg != NULL ? msg : fallback);
-  snprintf(j->sqlstate, sizeof j->sqlstate, "%s", state != NULL ? state : "");
+  hs_strlcpy(j->error, msg != NULL ? msg : fallback, sizeof j->error);
+  hs_strlcpy(j->sqlstate, state != NULL ? state : "", sizeof j->sqlstate);
 }
 
 /* name is borrowed from c->prepared and freed here. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/str.h"
 #include "db/migrate.h"
 
 enum { PROBE_INTERVAL_MS = 1000, PROBE_TIMEOUT_MS = 3000 };
@@ -35,7 +36,7 @@ bool hs_db_probe_ready(void) {
 
 void hs_db_probe_last_error(char *dst, size_t cap) {
   pthread_mutex_lock(&g_err_lock);
-  snprintf(dst, cap, "%s", g_err);
+  hs_strlcpy(dst, g_err, cap);
   pthread_mutex_unlock(&g_err_lock);
 }
 
@@ -43,7 +44,7 @@ static void set_state(bool ready, const char *why) {
   bool was = atomic_exchange(&g_ready, ready);
   if (!ready) {
     pthread_mutex_lock(&g_err_lock);
-    snprintf(g_err, sizeof g_err, "%s", why);
+    hs_strlcpy(g_err, why, sizeof g_err);
     /* libpq messages end with a newline; a JSON field should not. */
     size_t n = strlen(g_err);
     while (n > 0 && (g_err[n - 1] == '\n' || g_err[n - 1] == ' ')) {
@@ -70,7 +71,7 @@ static void stop_poll(hs_db_probe_t *p) {
 static void reset(hs_db_probe_t *p, const char *why) {
   /* why often points into the connection (PQerrorMessage): copy it before PQfinish frees it. */
   char msg[256];
-  snprintf(msg, sizeof msg, "%s", why);
+  hs_strlcpy(msg, why, sizeof msg);
   why = msg;
   stop_poll(p);
   if (p->conn != NULL) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/str.h"
 #include "engine/internal.h"
 
 /* Deeper than any request body the codec accepts (16), so its values always fit. */
@@ -238,7 +239,7 @@ static hs_value_t *to_value(lua_State *L, int idx, hs_arena_t *a, char *path, si
 hs_value_t *hs__to_value(lua_State *L, int idx, hs_arena_t *a, const char *path, char *why,
                          size_t whylen) {
   char buf[256];
-  snprintf(buf, sizeof buf, "%s", path != NULL ? path : "");
+  hs_strlcpy(buf, path != NULL ? path : "", sizeof buf);
   why[0] = '\0';
   return to_value(L, idx, a, buf, sizeof buf, why, whylen, 0);
 }

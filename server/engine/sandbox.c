@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/str.h"
 #include "engine/internal.h"
 
 const hs_engine_limits_t hs_engine_default_limits = {
@@ -849,7 +850,7 @@ int hs_vm_new(const char *brand, const hs_engine_limits_t *lim, hs_vm_t **out, h
     free(vm);
     return hs_err_set(err, HS_EINVAL, "engine limits must all be above zero");
   }
-  snprintf(vm->brand, sizeof vm->brand, "%s", brand != NULL ? brand : "");
+  hs_strlcpy(vm->brand, brand != NULL ? brand : "", sizeof vm->brand);
   vm->load_rng = 0x68616e6473656cull;
   vm->L = lua_newstate(vm_alloc, vm);
   if (vm->L == NULL) {

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "core/log.h"
+#include "core/str.h"
 #include "http/conn_limit.h"
 #include "http/request.h"
 #include "http/tls.h"
@@ -512,15 +513,16 @@ static int submit_headers(hs_stream_t *st, int status, const char *content_type,
   if (st->answered || c->h2 == NULL) {
     return HS_ECONFLICT;
   }
-  char status_str[4];
-  snprintf(status_str, sizeof status_str, "%03d", status > 0 && status < 1000 ? status : 500);
-  char len_str[24];
-  snprintf(len_str, sizeof len_str, "%zu", content_length);
+  char status_str[21];
+  hs_fmt_uint(status_str, (unsigned)(status >= 100 && status < 1000 ? status : 500));
+  char len_str[21];
+  hs_fmt_uint(len_str, content_length);
   nghttp2_nv nva[16];
   size_t n = 0;
+  /* Every name is a string constant, so nghttp2 need not copy it. */
 #define NV(name, value)                                                                            \
   nva[n++] = (nghttp2_nv){(uint8_t *)(name), (uint8_t *)(value), strlen(name), strlen(value),      \
-                          NGHTTP2_NV_FLAG_NONE}
+                          NGHTTP2_NV_FLAG_NO_COPY_NAME}
   NV(":status", status_str);
   if (content_type != NULL) {
     NV("content-type", content_type);

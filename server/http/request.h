@@ -80,7 +80,8 @@ void hs_req_respond_error(hs_req_t *req, int status, const char *code, const cha
     __attribute__((format(printf, 4, 5)));
 
 /* Like hs_req_respond_error with extra response headers (e.g. Retry-After): name/value pairs,
- * n_headers pairs. */
+ * n_headers pairs. Names must be string constants (they are sent without a copy); values are
+ * copied. */
 void hs_req_respond_error_h(hs_req_t *req, int status, const char *const *headers, size_t n_headers,
                             const char *code, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
@@ -92,7 +93,8 @@ void hs_req_respond_raw(hs_req_t *req, int status, const char *content_type, con
 /* Starts a streaming response: headers go out now, the body follows with hs_req_stream_write
  * and ends with hs_req_stream_end. */
 int hs_req_stream_start(hs_req_t *req, int status, const char *content_type);
-/* The same with extra response headers: name/value pairs, n_headers pairs (at most 4). */
+/* The same with extra response headers: name/value pairs, n_headers pairs (at most 4); names
+ * are string constants, as for hs_req_respond_error_h. */
 int hs_req_stream_start_h(hs_req_t *req, int status, const char *content_type,
                           const char *const *headers, size_t n_headers);
 

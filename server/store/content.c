@@ -8,6 +8,7 @@
 #include "codec/codec.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "core/strmap.h"
 #include "learn/stats.h"
 
@@ -268,7 +269,7 @@ static void on_tick(uv_timer_t *t) {
   while (hs_strmap_next(&p->entries, &it, &k, &v)) {
     entry_t *e = v;
     if (now - e->used_ms > IDLE_MS && e->job == NULL && idle[0] == '\0') {
-      snprintf(idle, sizeof idle, "%s", k); /* one a tick: the map must not change meanwhile */
+      hs_strlcpy(idle, k, sizeof idle); /* one a tick: the map must not change meanwhile */
     } else {
       refresh(e);
     }
@@ -327,8 +328,8 @@ void hs_posteriors_counts(void *ctx, const char *brand, const char *process, con
       return;
     }
     e->owner = p;
-    snprintf(e->brand, sizeof e->brand, "%s", brand);
-    snprintf(e->process, sizeof e->process, "%s", process);
+    hs_strlcpy(e->brand, brand, sizeof e->brand);
+    hs_strlcpy(e->process, process, sizeof e->process);
     hs_strmap_init(&e->counts);
     if (hs_strmap_put(&p->entries, key, e) != HS_OK) {
       free(e);

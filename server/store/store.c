@@ -8,6 +8,7 @@
 
 #include "codec/codec.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "core/strmap.h"
 #include "store/content.h"
 
@@ -763,15 +764,15 @@ static void on_loaded(void *ctx, const hs_db_result_t *res) {
     rc = hs_err_set(&err, HS_ENOMEM, "out of memory");
     goto done;
   }
-  snprintf(live->id, sizeof live->id, "%s", l->id);
+  hs_strlcpy(live->id, l->id, sizeof live->id);
   live->brand_id = l->brand_id;
-  snprintf(live->contractor_id, sizeof live->contractor_id, "%s", PQgetvalue(row, 0, 2));
-  snprintf(live->process, sizeof live->process, "%s", PQgetvalue(row, 0, 0));
-  snprintf(live->version, sizeof live->version, "%s", PQgetvalue(row, 0, 1));
-  snprintf(live->ref, sizeof live->ref, "%s", PQgetvalue(row, 0, 5));
+  hs_strlcpy(live->contractor_id, PQgetvalue(row, 0, 2), sizeof live->contractor_id);
+  hs_strlcpy(live->process, PQgetvalue(row, 0, 0), sizeof live->process);
+  hs_strlcpy(live->version, PQgetvalue(row, 0, 1), sizeof live->version);
+  hs_strlcpy(live->ref, PQgetvalue(row, 0, 5), sizeof live->ref);
   live->started_ms = strtoll(PQgetvalue(row, 0, 6), NULL, 10);
   if (step.outcome != NULL) {
-    snprintf(live->outcome, sizeof live->outcome, "%s", step.outcome);
+    hs_strlcpy(live->outcome, step.outcome, sizeof live->outcome);
   }
   live->proc = p;
   live->session = sess;
@@ -833,7 +834,7 @@ static hs_load_t *load_new(hs_store_t *s, int64_t brand_id, const char *id, void
   if (l != NULL) {
     l->s = s;
     l->brand_id = brand_id;
-    snprintf(l->id, sizeof l->id, "%s", id);
+    hs_strlcpy(l->id, id, sizeof l->id);
     l->ctx = ctx;
   }
   return l;
