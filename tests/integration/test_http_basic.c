@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -529,6 +530,74 @@ static void test_workers_share_connections(void **state) {
   }
 }
 
+static bool got_status(const hs_raw_t *r, const void *arg) {
+  const hs_raw_stream_t *st = hs_raw_stream(r, *(const int32_t *)arg);
+  return st != NULL && st->status != 0;
+}
+
+/* Out of file descriptors, the server stops accepting for a moment instead of spinning on a
+ * listening socket that stays readable, and drops nobody: a connection that arrives meanwhile
+ * waits in the kernel's backlog and is served once descriptors free up. */
+static void test_out_of_descriptors(void **state) {
+  hs_test_server_t *s = *state;
+  struct rlimit old, low;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+  low = old;
+  low.rlim_cur = 64; /* the server inherits this; ours is put back at once */
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+  hs_test_server_must_start(s, (const char *const[]){"HANDSEL_WORKERS=1", NULL}, false);
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+  enum { N = 80 };
+  hs_raw_t *idle = calloc(N, sizeof *idle);
+  assert_non_null(idle);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(hs_raw_connect(&idle[i], s->port), 0);
+  }
+  char *log = NULL;
+  long long deadline = hs_test_now_ms() + T;
+  while ((log = hs_test_server_stderr(s)) != NULL && strstr(log, "accept_failed") == NULL &&
+         hs_test_now_ms() < deadline) {
+    free(log);
+    hs_test_sleep_ms(20);
+  }
+  assert_non_null(log);
+  assert_non_null(strstr(log, "Too many open files"));
+  free(log);
+
+  /* A request sent now waits in the backlog... */
+  hs_raw_t late;
+  assert_int_equal(hs_raw_connect(&late, s->port), 0);
+  assert_int_equal(hs_raw_preface(&late, NULL, 0), 0);
+  assert_int_equal(hs_raw_request(&late, 1, "GET", "/healthz", NULL, 0, true), 0);
+  hs_test_sleep_ms(500);
+  /* ...and is answered once connections close. */
+  for (int i = 0; i < N / 2; i++) {
+    hs_raw_close(&idle[i]);
+  }
+  int32_t id = 1;
+  assert_int_equal(hs_raw_read_until(&late, got_status, &id, T), 0);
+  assert_int_equal(hs_raw_stream(&late, 1)->status, 200);
+  hs_raw_close(&late);
+  for (int i = N / 2; i < N; i++) {
+    hs_raw_close(&idle[i]);
+  }
+  free(idle);
+
+  /* It paused between attempts: a spinning loop would have logged thousands. */
+  log = hs_test_server_stderr(s);
+  assert_non_null(log);
+  int failures = 0;
+  for (const char *p = log; (p = strstr(p, "accept_failed")) != NULL; p++) {
+    failures++;
+  }
+  free(log);
+  hs_test_say("out of descriptors: %d accept failures logged, the waiting request answered 200",
+              failures);
+  assert_true(failures >= 1 && failures < 100);
+  assert_true(hs_test_server_running(s));
+}
+
 static void test_metrics(void **state) {
   hs_test_server_t *s = *state;
   hs_test_server_must_start(
@@ -703,6 +772,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_http1_gets_505, setup, teardown),
       cmocka_unit_test_setup_teardown(test_workers_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_workers_share_connections, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_out_of_descriptors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
       cmocka_unit_test_setup_teardown(test_readyz_without_database, setup, teardown),
       cmocka_unit_test_setup_teardown(test_readyz_with_database, setup, teardown),
