@@ -221,16 +221,19 @@ static void on_acceptable(uv_poll_t *p, int status, int events) {
       hand_off(m, fd);
       continue;
     }
-    if (errno == EINTR || errno == ECONNABORTED) {
+    int e = errno; /* before logging can change it */
+    if (e == EINTR || e == ECONNABORTED) {
       continue;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (e == EAGAIN || e == EWOULDBLOCK) {
       return;
     }
-    hs_log(HS_LOG_WARN, "accept_failed", "{s:s, s:i}", "error", strerror(errno), "pause_ms",
-           ACCEPT_PAUSE_MS);
-    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-      /* The socket stays readable until a descriptor frees up: polling again now would spin. */
+    /* Out of descriptors or memory the socket stays readable until some frees up: polling
+     * again at once would spin, so accepting pauses and the connections wait in the backlog. */
+    bool out_of_room = e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+    hs_log(HS_LOG_WARN, "accept_failed", "{s:s, s:i}", "error", strerror(e), "pause_ms",
+           out_of_room ? ACCEPT_PAUSE_MS : 0);
+    if (out_of_room) {
       uv_poll_stop(&m->accept_poll);
       uv_timer_start(&m->accept_pause, on_accept_resume, ACCEPT_PAUSE_MS, 0);
     }
