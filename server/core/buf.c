@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/str.h"
 
 void hs_buf_init(hs_buf_t *b, size_t limit) {
   b->data = NULL;
@@ -58,16 +59,9 @@ int hs_buf_append_grow(hs_buf_t *b, const void *p, size_t n) {
 
 /* The digits of u, preceded by a minus when negative. */
 static int put_digits(hs_buf_t *b, uint64_t u, bool negative) {
-  char tmp[24];
-  size_t i = sizeof tmp;
-  do {
-    tmp[--i] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u != 0);
-  if (negative) {
-    tmp[--i] = '-';
-  }
-  return hs_buf_append(b, tmp + i, sizeof tmp - i);
+  char tmp[22] = "-";
+  size_t n = hs_fmt_uint(tmp + 1, u);
+  return negative ? hs_buf_append(b, tmp, n + 1) : hs_buf_append(b, tmp + 1, n);
 }
 
 int hs_buf_put_int(hs_buf_t *b, int64_t v) {

@@ -21,14 +21,13 @@ static inline size_t hs_strlcpy(char *dst, const char *src, size_t cap) {
  * number of digits. */
 static inline size_t hs_fmt_uint(char dst[21], unsigned long long v) {
   char tmp[20];
-  size_t n = 0;
+  size_t i = sizeof tmp;
   do {
-    tmp[n++] = (char)('0' + v % 10);
+    tmp[--i] = (char)('0' + v % 10);
     v /= 10;
   } while (v != 0);
-  for (size_t i = 0; i < n; i++) {
-    dst[i] = tmp[n - 1 - i];
-  }
+  size_t n = sizeof tmp - i;
+  memcpy(dst, tmp + i, n);
   dst[n] = '\0';
   return n;
 }

@@ -1342,11 +1342,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---------------------------------------------------------------- worker hooks */
 
+/* A socket that never became a connection: closed, and its share of n_assigned given back. */
+static void refuse_socket(hs_worker_t *w, int fd) {
+  close(fd);
+  atomic_fetch_sub_explicit(&w->n_assigned, 1, memory_order_relaxed);
+}
+
 void hs_conn_open(hs_worker_t *w, int fd) {
   hs_conn_t *c = calloc(1, sizeof *c);
   if (c == NULL) {
-    close(fd);
-    atomic_fetch_sub_explicit(&w->n_assigned, 1, memory_order_relaxed);
+    refuse_socket(w, fd);
     return;
   }
   uv_tcp_init(&w->loop, &c->tcp);
@@ -1356,8 +1361,7 @@ void hs_conn_open(hs_worker_t *w, int fd) {
   hs_buf_init(&c->pending, 0);
   hs_buf_init(&c->inflight, 0);
   if (uv_tcp_open(&c->tcp, fd) != 0) {
-    close(fd); /* the handle did not take it */
-    atomic_fetch_sub_explicit(&w->n_assigned, 1, memory_order_relaxed);
+    refuse_socket(w, fd); /* the handle did not take it */
     uv_close((uv_handle_t *)&c->tcp, on_close);
     return;
   }

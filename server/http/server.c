@@ -64,8 +64,9 @@ static int open_listener(const hs_config_t *cfg, hs_err_t *err) {
   return fd;
 }
 
-/* Sockets the main thread handed over. A draining worker closes them: the main thread
- * stopped accepting before it asked the workers to drain, so none arrives after. */
+/* Sockets the main thread handed over. A draining worker's hs_conn_open closes them at once;
+ * the main thread stopped accepting before it asked the workers to drain, so none arrives
+ * after. */
 static void on_incoming(uv_async_t *a) {
   hs_worker_t *w = a->data;
   int fds[HS_HANDOFF_MAX];
@@ -75,12 +76,7 @@ static void on_incoming(uv_async_t *a) {
   w->n_handoff = 0;
   uv_mutex_unlock(&w->handoff_lock);
   for (unsigned i = 0; i < n; i++) {
-    if (w->draining) {
-      close(fds[i]);
-      atomic_fetch_sub_explicit(&w->n_assigned, 1, memory_order_relaxed);
-    } else {
-      hs_conn_open(w, fds[i]);
-    }
+    hs_conn_open(w, fds[i]);
   }
 }
 
