@@ -1,6 +1,17 @@
 # shellcheck shell=bash
 # Shared by the shell tests (tests/integration/test_*.sh); sourced, not run.
 
+# A test goes on past a failed check, so one run names every one that fails: fail counts it
+# in failures, which the test looks at before it exits; pass notes a check that held.
+failures=0
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+pass() {
+  echo "ok: $*"
+}
+
 # hs_start_server READY_PATH [VAR=VALUE...]: starts "$HANDSEL_BIN serve" on a random loopback
 # port with the given environment, its output in $work/server.log, and waits until READY_PATH
 # (/healthz, or /readyz when the database must be up) answers 200. Sets port and server_pid. A

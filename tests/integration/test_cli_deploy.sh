@@ -26,14 +26,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-pass() {
-  echo "ok: $*"
-}
 show() { # FILE: what the command printed, for a failure's context
   sed 's/^/    | /' "$1" >&2
 }
@@ -242,7 +234,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 cp "$work/other.crt" "$work/cert.pem"
 cp "$work/other.key" "$work/key.pem"
 kill -HUP "$server_pid"
-for i in $(seq 1 100); do
+for _ in $(seq 1 100); do
   rc=0
   "$HANDSEL_BIN" deploy --server "https://127.0.0.1:$port" --token "$author" \
     --ca "$work/other.crt" "$work/v2.lua" >"$work/o12" 2>&1 || rc=$?

@@ -35,14 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-pass() {
-  echo "ok: $*"
-}
 show() { # FILE
   sed 's/^/    | /' "$1" | head -n 20 >&2
 }
@@ -161,7 +153,7 @@ fi
 export_pid=$!
 # The temporary file exists once the export catches signals; from then on an interrupt must
 # remove it, whether it lands while connecting or while waiting for the answer.
-for i in $(seq 1 200); do
+for _ in $(seq 1 200); do
   compgen -G "$work/out/.int.ndjson.partial.*" >/dev/null && break
   sleep 0.05
 done
@@ -184,11 +176,11 @@ records=200000
 awk -v n=$records 'BEGIN { for (i = 1; i <= n; i++)
   printf "{\"seq\":%d,\"session\":\"s-%d\",\"result\":\"accepted\",\"data\":{\"note\":\"line %d\"}}\n", i, i % 97, i }' \
   >"$work/doc/v1/audit"
-for attempt in 1 2 3 4 5; do
+for _ in 1 2 3 4 5; do
   nport=$((20000 + RANDOM % 40000))
   nghttpd -v --no-tls -d "$work/doc" "$nport" >"$work/nghttpd.log" 2>&1 &
   nghttpd_pid=$!
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     kill -0 "$nghttpd_pid" 2>/dev/null || break
     curl -s -o /dev/null --max-time 2 --http2-prior-knowledge "http://127.0.0.1:$nport/v1/audit" &&
       break 2

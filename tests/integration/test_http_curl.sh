@@ -21,14 +21,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-pass() {
-  echo "ok: $*"
-}
 
 for tool in curl nghttp openssl; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed" >&2; exit 1; }
@@ -106,7 +98,7 @@ else fail "the server's SETTINGS lack MAX_CONCURRENT_STREAMS 100"; fi
 # SIGTERM: a clean exit 0.
 kill -TERM "$server_pid"
 status=0
-for i in $(seq 1 150); do
+for _ in $(seq 1 150); do
   kill -0 "$server_pid" 2>/dev/null || break
   sleep 0.1
 done
