@@ -63,8 +63,7 @@ typedef struct attempt {
   const char *server_time;  /* as PostgreSQL prints it, for the blob query */
   int64_t server_ms;
   int64_t device_ms; /* 0 when the device sent no time */
-  /* Accepted: the step_completions row (has_row false when there is none). */
-  bool has_row;
+  /* Accepted: the completion's events (an accepted record always carries them). */
   const uint8_t *events_mp;
   size_t events_len;
   const hs_value_t *events;
@@ -298,9 +297,8 @@ static const char k_attempts_sql[] =
     " v.server_time,"
     " round(extract(epoch FROM v.server_time) * 1000)::bigint,"
     " coalesce(floor(extract(epoch FROM v.device_time) * 1000)::bigint, 0),"
-    " c.events IS NOT NULL, c.events, c.ended"
-    " FROM validation_records v LEFT JOIN step_completions c"
-    " ON v.result = 'accepted' AND c.session_id = v.session_id AND c.seq = v.seq"
+    " v.events, v.ended"
+    " FROM validation_records v"
     " WHERE v.session_id = $1 AND v.brand_id = $2"
     /* Within a seq every rejected attempt came before the accepted one (after it, the seq
      * answers from the stored completion and writes no record), whatever order one group
@@ -318,7 +316,6 @@ enum {
   C_SERVER_TIME,
   C_SERVER_MS,
   C_DEVICE_MS,
-  C_HAS_ROW,
   C_EVENTS,
   C_ENDED,
 };
@@ -347,8 +344,7 @@ static int read_attempt(const PGresult *r, hs_arena_t *a, attempt_t *at, hs_err_
       return err->code;
     }
   }
-  at->has_row = strcmp(PQgetvalue(r, 0, C_HAS_ROW), "t") == 0;
-  if (at->has_row) {
+  if (at->accepted) {
     at->events = decode_bytea(r, 0, C_EVENTS, a, &at->events_mp, &at->events_len, err);
     if (at->events == NULL) {
       return err->code;
@@ -486,10 +482,6 @@ static bool follows(const attempt_t *at, const run_t *run, char *why, size_t cap
       return false;
     }
     return true;
-  }
-  if (!at->has_row) {
-    snprintf(why, cap, "the record says accepted, but no step_completions row holds its events");
-    return false;
   }
   char d[700];
   if (!same_bytes(at->events_mp, at->events_len, at->events, run->events, "events", d, sizeof d)) {
@@ -690,14 +682,14 @@ static int audit_attempt(audit_t *au, const PGresult *row) {
   bool moved = ran && run.rc == HS_OK && run.accepted;
   size_t log_len = au->log->as.arr.len;
   if (ran && at.accepted) {
-    rc = log_append(au, at.has_row ? at.events : (moved ? run.events : NULL), &err);
+    rc = log_append(au, at.events, &err);
     pending_clear(au);
   } else if (ran && ok) {
     rc = pending_add(au, row, &err);
   }
-  bool resync = rc == HS_OK && ran && !ok &&
-                (at.accepted != moved || hs_session_status(au->sim) == HS_SESSION_FAILED ||
-                 (at.accepted && at.has_row));
+  bool resync =
+      rc == HS_OK && ran && !ok &&
+      (at.accepted != moved || hs_session_status(au->sim) == HS_SESSION_FAILED || at.accepted);
   if (resync) {
     hs_session_t *s = rebuild(au, &err);
     if (s != NULL) {
@@ -719,28 +711,6 @@ static int audit_attempt(audit_t *au, const PGresult *row) {
     fprintf(stderr, "handsel audit replay: %s\n", err.msg);
   }
   return rc;
-}
-
-/* Accepted completions that have no accepted validation record: the log leaves them out. */
-static int audit_orphans(audit_t *au) {
-  const char *params[] = {au->session_id};
-  PGresult *r = query(au->pg,
-                      "SELECT c.seq FROM step_completions c WHERE c.session_id = $1 AND NOT EXISTS"
-                      " (SELECT 1 FROM validation_records v WHERE v.session_id = c.session_id"
-                      " AND v.seq = c.seq AND v.result = 'accepted') ORDER BY c.seq LIMIT 100",
-                      1, params);
-  if (r == NULL) {
-    return HS_EUNAVAIL;
-  }
-  for (int i = 0; i < PQntuples(r); i++) {
-    printf("seq %s: a completion is stored, but no accepted validation record says so\n",
-           PQgetvalue(r, i, 0));
-    char label[64];
-    snprintf(label, sizeof label, "seq %s (no record)", PQgetvalue(r, i, 0));
-    finding(au, label);
-  }
-  PQclear(r);
-  return HS_OK;
 }
 
 /* Starts the script from the session row and compares its start events with the recorded
@@ -956,9 +926,6 @@ int hs_cmd_audit_main(int argc, char **argv) {
       PQfinish(stream);
     } else if (rc == HS_OK) {
       rc = HS_EUNAVAIL;
-    }
-    if (rc == HS_OK) {
-      rc = audit_orphans(&au);
     }
     if (rc == HS_OK) {
       if (au.n_bad == 0) {

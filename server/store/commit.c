@@ -37,8 +37,9 @@ typedef struct column {
 
 /* The columns of each kind, in the order hs_row_* must add them (a member left out is NULL).
  * Every statement below sees them as the CTE `input`, with `i`, the write's index in its batch,
- * first. A list of strings is one text column holding an array literal (`{"a","b"}`), since
- * a parameter array cannot hold arrays of different lengths; the SQL casts it to text[]. */
+ * first, and each column already cast to its SQL type. A list of strings is one text column
+ * holding an array literal (`{"a","b"}`), since a parameter array cannot hold arrays of
+ * different lengths; its cast makes it a text[]. */
 static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
     [HS_WRITE_SESSION] = {{"id", COL_TEXT},
                           {"brand_id", COL_INT8},
@@ -68,7 +69,7 @@ static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
                              {"pii", COL_TEXT, "text[]"}},
     [HS_WRITE_REJECTION] = {{"session_id", COL_TEXT},
                             {"seq", COL_INT4},
-                            {"device_time", COL_TEXT},
+                            {"device_time", COL_TEXT, "timestamptz"},
                             {"brand_id", COL_INT8},
                             {"process", COL_TEXT},
                             {"version", COL_TEXT},
@@ -78,14 +79,14 @@ static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
                             {"data_digest", COL_BYTEA},
                             {"data", COL_BYTEA},
                             {"documents", COL_BYTEA},
-                            {"pii", COL_TEXT}},
+                            {"pii", COL_TEXT, "text[]"}},
     [HS_WRITE_FEEDBACK] = {{"brand_id", COL_INT8},
                            {"session_id", COL_TEXT},
                            {"contractor_id", COL_TEXT},
                            {"source", COL_TEXT},
                            {"rating", COL_INT2},
                            {"comment", COL_TEXT},
-                           {"tags", COL_TEXT},
+                           {"tags", COL_TEXT, "text[]"},
                            {"step_seq", COL_INT4},
                            {"digest", COL_BYTEA}},
     [HS_WRITE_CONTENT] = {{"brand_id", COL_INT8},
@@ -108,14 +109,13 @@ static const char *const k_body[HS_WRITE_KINDS] = {
         " FROM input ON CONFLICT DO NOTHING RETURNING id)"
         " SELECT i FROM input JOIN s USING (id)",
     [HS_WRITE_COMPLETION] =
-        " c AS (INSERT INTO step_completions (session_id, seq, digest, events, ended,"
-        " device_time) SELECT session_id, seq, digest, events, ended,"
-        " device_time::timestamptz FROM input ON CONFLICT DO NOTHING RETURNING session_id, seq),"
-        " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
-        " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
-        " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
-        " device_time::timestamptz, 'accepted', NULL, data_digest, data, documents, pii::text[]"
-        " FROM input JOIN c USING (session_id, seq)),"
+        " c AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
+        " seq, contractor_id, device_time, result, data_digest, data, documents, pii, digest,"
+        " events, ended) SELECT brand_id, session_id, process, version, step_id, seq,"
+        " contractor_id, device_time, 'accepted', data_digest, data, documents, pii, digest,"
+        " events, ended FROM input"
+        " ON CONFLICT (session_id, seq) WHERE result = 'accepted' DO NOTHING"
+        " RETURNING session_id, seq),"
         /* One notification per 100 completions, not one each: a payload stays under the
            8000-byte limit, and the listeners' work shrinks with the batch. */
         " n AS (SELECT pg_notify('handsel_session', string_agg(session_id || ' ' || seq, ','))"
@@ -125,15 +125,15 @@ static const char *const k_body[HS_WRITE_KINDS] = {
         " v AS (INSERT INTO validation_records (brand_id, session_id, process, version, step_id,"
         " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
         " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
-        " device_time::timestamptz, 'rejected', errors, data_digest, data, documents,"
-        " pii::text[] FROM input RETURNING session_id)"
+        " device_time, 'rejected', errors, data_digest, data, documents, pii FROM input"
+        " RETURNING session_id)"
         " SELECT i FROM input",
     [HS_WRITE_FEEDBACK] =
         /* A rating given on a step of the process is stored only with the completion that
            carried it (the same digest), once. */
     " f AS (INSERT INTO feedback (brand_id, session_id, source, rating, comment, tags,"
     " step_seq) SELECT input.brand_id, session_id, source, rating, comment,"
-    " coalesce(tags::text[], '{}'), step_seq"
+    " coalesce(tags, '{}'), step_seq"
     " FROM input JOIN sessions s ON s.id = input.session_id AND s.brand_id = input.brand_id"
     " AND (input.contractor_id IS NULL OR s.contractor_id = input.contractor_id)"
     " WHERE input.step_seq IS NULL OR EXISTS (SELECT 1 FROM step_completions c"
@@ -188,13 +188,14 @@ static const char *const k_body[HS_WRITE_KINDS] = {
  * node's copy was ahead, or a retry raced its original) the batch fails with a unique
  * violation, nothing of it is kept, and the same batch goes again with the statement above.
  *
- * Every row goes in or none does, so nothing is returned per row, and the attempt is three
- * plain statements in the batch's one transaction: each table's INSERT takes only its own
- * columns' arrays and unnests them in its select list, which walks the arrays in step, row by
- * row. The shared `input` CTE of the statements above (and any FROM unnest(...)) first copies
- * every row into a tuplestore; skipping that was about a tenth of PostgreSQL's CPU per
- * completion. The notifications' payloads come ready-made in the third statement's one
- * parameter (a text[] of "id seq,id seq,..."). */
+ * Every row goes in or none does, so nothing is returned per row, and the attempt is two
+ * plain statements in the batch's one transaction. The INSERT of the completions' records (each
+ * one also the session's event log, see migration 008) unnests the columns' arrays in its
+ * select list, which walks the arrays in step, row by row: the shared `input` CTE of the
+ * statements above (and any FROM unnest(...)) first copies every row into a tuplestore, and
+ * skipping that was about a tenth of PostgreSQL's CPU per completion. The notifications'
+ * payloads come ready-made in the second statement's one parameter (a text[] of
+ * "id seq,id seq,..."). */
 typedef struct plain_insert {
   const char *name;  /* prepared under this name */
   const char *table; /* and its extra column, a constant */
@@ -203,17 +204,12 @@ typedef struct plain_insert {
 } plain_insert_t;
 
 static const plain_insert_t k_optimistic[] = {
-    {"hs_commit_completion_steps",
-     "step_completions",
-     NULL,
-     NULL,
-     {"session_id", "seq", "digest", "events", "ended", "device_time"}},
     {"hs_commit_completion_records",
      "validation_records",
      "result",
      "'accepted'",
-     {"session_id", "seq", "device_time", "brand_id", "process", "version", "step_id",
-      "contractor_id", "data_digest", "data", "documents", "pii"}},
+     {"session_id", "seq", "digest", "events", "ended", "device_time", "brand_id", "process",
+      "version", "step_id", "contractor_id", "data_digest", "data", "documents", "pii"}},
 };
 enum { N_OPTIMISTIC = sizeof k_optimistic / sizeof k_optimistic[0] + 1 /* the notifications */ };
 static const char *const k_notify_name = "hs_commit_completion_notify";
@@ -277,13 +273,23 @@ static size_t n_columns(hs_write_kind_t kind) {
   return n;
 }
 
-/* `WITH input AS (SELECT * FROM unnest($1::int4[], $2::<type>[], ...) AS t(i, <names>...)),`
- * followed by body. Returns NULL when out of memory. */
+/* `WITH input AS (SELECT i, <name>[::<cast>], ... FROM unnest($1::int4[], $2::<type>[], ...)
+ * AS t(i, <names>...)),` followed by body, which so sees every column in its SQL type.
+ * Returns NULL when out of memory. */
 static char *statement(hs_write_kind_t kind, const char *body) {
   hs_buf_t sql;
   hs_buf_init(&sql, 0);
-  int rc = hs_buf_puts(&sql, "WITH input AS (SELECT * FROM unnest($1::int4[]");
   size_t n = n_columns(kind);
+  int rc = hs_buf_puts(&sql, "WITH input AS (SELECT i");
+  for (size_t k = 0; k < n; k++) {
+    const column_t *col = &k_columns[kind][k];
+    if (col->cast != NULL) {
+      rc |= hs_buf_printf(&sql, ", %s::%s AS %s", col->name, col->cast, col->name);
+    } else {
+      rc |= hs_buf_printf(&sql, ", %s", col->name);
+    }
+  }
+  rc |= hs_buf_puts(&sql, " FROM unnest($1::int4[]");
   for (size_t k = 0; k < n; k++) {
     rc |= hs_buf_printf(&sql, ", $%zu::%s", k + 2, k_types[k_columns[kind][k].type].sql);
   }

@@ -399,14 +399,17 @@ static void test_brands_seal_in_rounds(void **state) {
     hs_api_init(&api[b], g_a.port, names[b], "alice");
     assert_int_equal(hs_api_deploy(&api[b], "visit", VISIT, version), 201);
   }
-  /* An empty msgpack map (0x80) as each record's data, with its digest. */
+  /* An empty msgpack map (0x80) as each record's data, with its digest; an accepted record
+   * also carries its completion's log, here an empty list of events (0x90). */
   PGresult *res = hs_test_db_query(
       g_db,
       "INSERT INTO validation_records (brand_id, session_id, process, version, step_id, seq,"
-      " contractor_id, result, data_digest, data)"
+      " contractor_id, result, data_digest, data, digest, events, ended)"
       " SELECT (SELECT id FROM brands WHERE name = CASE WHEN g % 2 = 0 THEN $1 ELSE $2 END),"
-      " 'bulk-' || g, 'visit', $3, 'who', 1, 'alice', 'accepted', sha256('\\x80'::bytea),"
-      " '\\x80'::bytea FROM generate_series(1, $4::int) g",
+      " 'bulk-' || $1 || '-' || g, 'visit', $3, 'who', 1, 'alice', 'accepted', "
+      "sha256('\\x80'::bytea),"
+      " '\\x80'::bytea, sha256('\\x80'::bytea), '\\x90'::bytea, false"
+      " FROM generate_series(1, $4::int) g",
       4, (const char *[]){names[0], names[1], version, "12000"});
   assert_non_null(res);
   assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);

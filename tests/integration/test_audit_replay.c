@@ -263,15 +263,11 @@ static void test_changed_script_is_named(void **state) {
           " contractor_id, customer, contractor, seed, events, created_at FROM sessions"
           " WHERE id = $1",
           3, params);
-  db_exec("INSERT INTO step_completions (session_id, seq, digest, events, ended,"
-          " device_time, created_at) SELECT $2, seq, digest, events, ended,"
-          " device_time, created_at FROM step_completions WHERE session_id = $1",
-          2, params);
   db_exec("INSERT INTO validation_records (brand_id, session_id, process, version, step_id, seq,"
-          " contractor_id, server_time, device_time, result, errors, data_digest, data)"
-          " SELECT brand_id, $2, process, $3, step_id, seq, contractor_id, server_time,"
-          " device_time, result, errors, data_digest, data FROM validation_records"
-          " WHERE session_id = $1 ORDER BY id",
+          " contractor_id, server_time, device_time, result, errors, data_digest, data, digest,"
+          " events, ended) SELECT brand_id, $2, process, $3, step_id, seq, contractor_id,"
+          " server_time, device_time, result, errors, data_digest, data, digest, events, ended"
+          " FROM validation_records WHERE session_id = $1 ORDER BY id",
           3, params);
   int rc = audit(out, sizeof out, copy, brand);
   if (rc != 1) {
