@@ -101,8 +101,13 @@ void hs_audit_time_format(int64_t us, char out[32]) {
     snprintf(out, 32, "1970-01-01T00:00:00.000000Z");
     return;
   }
-  snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+  int n = snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                   tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+  if (n < 0 || n >= 32) {
+    /* Only a year longer than 8 characters is that long, which no timestamp PostgreSQL
+       stores has. */
+    snprintf(out, 32, "1970-01-01T00:00:00.000000Z");
+  }
 }
 
 int hs_audit_time_parse(const char *s, int64_t *us) {

@@ -259,7 +259,7 @@ static int write_svg(const hs_value_t *stats, const char *brand, const char *pat
 int hs_cmd_report_main(int argc, char **argv) {
   const char *db = getenv("HANDSEL_DB");
   const char *process = NULL, *brand = NULL, *svg = NULL;
-  for (int i = 1; i < argc; i++) {
+  for (int i = 1; i < argc; i += 2) { /* every option takes a value */
     const char *a = argv[i];
     const char *val = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -282,7 +282,6 @@ int hs_cmd_report_main(int argc, char **argv) {
       fprintf(stderr, "handsel report: unexpected argument '%s' (see handsel report --help)\n", a);
       return 2;
     }
-    i++;
   }
   if (process == NULL || !hs_api_valid_name(process)) {
     fprintf(stderr, "handsel report: needs --process NAME (lower-case letters, digits and "

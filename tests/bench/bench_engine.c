@@ -50,7 +50,7 @@ static const char HUNDRED[] =
     "  visit:outcome('sum', sum)\n"
     "end }\n";
 
-static void die(const char *what, const hs_err_t *err) {
+_Noreturn static void die(const char *what, const hs_err_t *err) {
   fprintf(stderr, "bench_engine: %s: %s\n", what, err->msg);
   exit(2);
 }
