@@ -266,22 +266,20 @@ int hs_cmd_report_main(int argc, char **argv) {
       hs_cmd_report_help(stdout);
       return 0;
     }
+    const char **slot = strcmp(a, "--process") == 0 ? &process
+                        : strcmp(a, "--brand") == 0 ? &brand
+                        : strcmp(a, "--svg") == 0   ? &svg
+                        : strcmp(a, "--db") == 0    ? &db
+                                                    : NULL;
+    if (slot == NULL) {
+      fprintf(stderr, "handsel report: unexpected argument '%s' (see handsel report --help)\n", a);
+      return 2;
+    }
     if (val == NULL) {
-      fprintf(stderr, "handsel report: unexpected argument '%s' (see handsel report --help)\n", a);
+      fprintf(stderr, "handsel report: %s needs a value (see handsel report --help)\n", a);
       return 2;
     }
-    if (strcmp(a, "--process") == 0) {
-      process = val;
-    } else if (strcmp(a, "--brand") == 0) {
-      brand = val;
-    } else if (strcmp(a, "--svg") == 0) {
-      svg = val;
-    } else if (strcmp(a, "--db") == 0) {
-      db = val;
-    } else {
-      fprintf(stderr, "handsel report: unexpected argument '%s' (see handsel report --help)\n", a);
-      return 2;
-    }
+    *slot = val;
   }
   if (process == NULL || !hs_api_valid_name(process)) {
     fprintf(stderr, "handsel report: needs --process NAME (lower-case letters, digits and "
