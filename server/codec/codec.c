@@ -41,6 +41,18 @@ const char *hs_format_mime(hs_format_t fmt) {
 size_t hs_utf8_check(const uint8_t *s, size_t len) {
   size_t i = 0;
   while (i < len) {
+    /* Nearly all text here is ASCII: eight bytes at a time while none has its high bit set. */
+    while (len - i >= 8) {
+      uint64_t w;
+      memcpy(&w, s + i, 8);
+      if ((w & UINT64_C(0x8080808080808080)) != 0) {
+        break;
+      }
+      i += 8;
+    }
+    if (i == len) {
+      break;
+    }
     uint8_t c = s[i];
     if (c < 0x80) {
       i++;

@@ -5,6 +5,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "codec/codec.h"
 #include "engine/engine.h"
 
 /* The instruction hook runs every HOOK_EVERY VM instructions and charges that many. */
@@ -116,7 +117,6 @@ void hs__push_value(lua_State *L, const hs_value_t *v);
 hs_value_t *hs__to_value(lua_State *L, int idx, hs_arena_t *a, const char *path, char *why,
                          size_t whylen);
 hs_value_t *hs__value_copy(hs_arena_t *a, const hs_value_t *v);
-bool hs__utf8_valid(const unsigned char *s, size_t n);
 /* The name of the first member of v whose text is not UTF-8 (name itself for a bare string),
  * or NULL when all of it is. A brand's script can put any bytes in a Lua string; what goes to
  * a device must be text. */

@@ -64,7 +64,8 @@ void hs__push_value(lua_State *L, const hs_value_t *v) {
 const char *hs__value_non_utf8(const hs_value_t *v, const char *name) {
   switch (v->type) {
     case HS_V_STR:
-      return hs__utf8_valid((const unsigned char *)v->as.str.ptr, v->as.str.len) ? NULL : name;
+      return hs_utf8_check((const uint8_t *)v->as.str.ptr, v->as.str.len) == v->as.str.len ? NULL
+                                                                                           : name;
     case HS_V_ARRAY:
       for (size_t i = 0; i < v->as.arr.len; i++) {
         const char *bad = hs__value_non_utf8(&v->as.arr.items[i], name);
@@ -76,7 +77,7 @@ const char *hs__value_non_utf8(const hs_value_t *v, const char *name) {
     case HS_V_MAP:
       for (size_t i = 0; i < v->as.map.len; i++) {
         const hs_member_t *m = &v->as.map.items[i];
-        if (!hs__utf8_valid((const unsigned char *)m->key, m->key_len)) {
+        if (hs_utf8_check((const uint8_t *)m->key, m->key_len) != m->key_len) {
           return name; /* a name in it (a goal's, a content id) is not text */
         }
         const char *bad = hs__value_non_utf8(&m->val, m->key);
@@ -88,42 +89,6 @@ const char *hs__value_non_utf8(const hs_value_t *v, const char *name) {
     default:
       return NULL;
   }
-}
-
-bool hs__utf8_valid(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    size_t k;
-    uint32_t cp;
-    if (c < 0x80) {
-      i++;
-      continue;
-    } else if ((c & 0xe0) == 0xc0) {
-      k = 1;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      k = 2;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      k = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    for (size_t j = 1; j <= k; j++) {
-      if (i + j >= n || (s[i + j] & 0xc0) != 0x80) {
-        return false;
-      }
-      cp = (cp << 6) | (s[i + j] & 0x3f);
-    }
-    if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-      return false;
-    }
-    i += k + 1;
-  }
-  return true;
 }
 
 /* A Lua table is an array when its keys are exactly 1..n (n may be 0 only for {} which we
@@ -180,7 +145,7 @@ static hs_value_t *to_value(lua_State *L, int idx, hs_arena_t *a, char *path, si
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
-      v = hs__utf8_valid((const unsigned char *)s, len) ? hs_value_new_str(a, s, len)
+      v = hs_utf8_check((const uint8_t *)s, len) == len ? hs_value_new_str(a, s, len)
                                                         : hs_value_new_bin(a, s, len);
       break;
     }

@@ -460,7 +460,7 @@ static int visit_suggest(lua_State *L) {
   if (lua_getfield(L, 2, "context") != LUA_TNIL) {
     size_t len = 0;
     const char *c = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-    if (c == NULL || len == 0 || len > ID_MAX || !hs__utf8_valid((const unsigned char *)c, len)) {
+    if (c == NULL || len == 0 || len > ID_MAX || hs_utf8_check((const uint8_t *)c, len) != len) {
       return luaL_error(L, "visit:suggest: context must be text of 1 to %d characters",
                         (int)ID_MAX);
     }

@@ -552,7 +552,7 @@ static bool check_value(vctx_t *c, int spec, ftype_t t, const char *name, char *
         fail(c, name, "%s must be text", label);
         return false;
       }
-      if (!hs__utf8_valid((const unsigned char *)v->as.str.ptr, v->as.str.len)) {
+      if (hs_utf8_check((const uint8_t *)v->as.str.ptr, v->as.str.len) != v->as.str.len) {
         fail(c, name, "%s contains characters that are not valid text", label);
         return false;
       }

@@ -951,15 +951,19 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
   }
   hs_arena_t *a = &st->req.arena;
   const char **slot = NULL;
+  const char *known = NULL; /* the name, when it is one looked at here: kept without a copy */
   if (header_is(name, namelen, ":method")) {
     slot = &st->req.method;
   } else if (header_is(name, namelen, ":path")) {
     slot = &st->req.path;
   } else if (header_is(name, namelen, "content-type")) {
     slot = &st->req.content_type;
+    known = "content-type";
   } else if (header_is(name, namelen, "authorization")) {
     slot = &st->req.authorization;
+    known = "authorization";
   } else if (header_is(name, namelen, "accept")) {
+    known = "accept";
     /* JSON only when asked for before (or without) msgpack. */
     const char *j = memmem(value, valuelen, "application/json", 16);
     const char *m = memmem(value, valuelen, "application/msgpack", 19);
@@ -968,6 +972,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
       st->req.out_format = j != NULL && (m == NULL || j < m) ? HS_FMT_JSON : HS_FMT_MSGPACK;
     }
   } else if (header_is(name, namelen, "content-length")) {
+    known = "content-length";
     uint64_t v = 0;
     for (size_t i = 0; i < valuelen && i < 20; i++) {
       if (value[i] < '0' || value[i] > '9') {
@@ -978,15 +983,19 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     st->content_length = valuelen > 19 ? UINT64_MAX - 1 : v;
   }
   char *copy = hs_arena_strndup(a, (const char *)value, valuelen);
-  hs_header_t *h = hs_arena_alloc(a, sizeof *h);
-  char *name_copy = hs_arena_strndup(a, (const char *)name, namelen);
-  if (copy == NULL || h == NULL || name_copy == NULL) {
+  if (copy == NULL) {
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   }
   if (slot != NULL) {
     *slot = copy;
   }
-  if (name[0] != ':') {
+  if (name[0] != ':') { /* pseudo-headers are kept only in their slots */
+    hs_header_t *h = hs_arena_alloc(a, sizeof *h);
+    const char *name_copy =
+        known != NULL ? known : hs_arena_strndup(a, (const char *)name, namelen);
+    if (h == NULL || name_copy == NULL) {
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     h->name = name_copy;
     h->value = copy;
     h->next = st->req.headers;

@@ -49,18 +49,25 @@ void hs_router_match(const hs_route_t *routes, size_t n_routes, int debug, const
   m->route = -1;
   m->path_matched = 0;
   m->n_params = 0;
+  /* The routes of the request's method first: the path is scanned against the others only
+   * when none of those matched, to tell 405 (the path exists) from 404. */
   for (size_t i = 0; i < n_routes; i++) {
-    if ((routes[i].flags & HS_ROUTE_DEBUG) && !debug) {
+    if (((routes[i].flags & HS_ROUTE_DEBUG) && !debug) || strcmp(routes[i].method, method) != 0) {
       continue;
     }
-    if (!match_pattern(routes[i].pattern, path, path_len, m)) {
-      continue;
-    }
-    if (strcmp(routes[i].method, method) == 0) {
+    if (match_pattern(routes[i].pattern, path, path_len, m)) {
       m->route = (int)i;
       return;
     }
-    m->path_matched = 1;
+  }
+  for (size_t i = 0; i < n_routes; i++) {
+    if (((routes[i].flags & HS_ROUTE_DEBUG) && !debug) || strcmp(routes[i].method, method) == 0) {
+      continue;
+    }
+    if (match_pattern(routes[i].pattern, path, path_len, m)) {
+      m->path_matched = 1;
+      break;
+    }
   }
   m->n_params = 0;
 }

@@ -152,6 +152,15 @@ static void test_utf8_check(void **state) {
       {"ok\x80", 3, 2},           /* lone continuation byte */
       {"\xe2\x28\xa1", 3, 0},     /* bad continuation */
       {"\xff", 1, 0},
+      /* Past the eight-byte ASCII stride: every position around its edges. */
+      {"abcdefgh", 8, 8},
+      {"abcdefghi", 9, 9},
+      {"abcdefg\x80", 8, 7},
+      {"abcdefgh\x80", 9, 8},
+      {"abcdefgh\xc3\xa9ijklmnopq", 19, 19},
+      {"abcdefgh\xc3\xa9ijklmnop\xff", 19, 18},
+      {"abcdefghijklmnop\xe2\x82", 18, 16},
+      {"abcdefghijklmno\xe2\x82\xac", 18, 18},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     size_t got = hs_utf8_check((const uint8_t *)cases[i].s, cases[i].len);
