@@ -687,9 +687,10 @@ static int audit_attempt(audit_t *au, const PGresult *row) {
   } else if (ran && ok) {
     rc = pending_add(au, row, &err);
   }
-  bool resync =
-      rc == HS_OK && ran && !ok &&
-      (at.accepted != moved || hs_session_status(au->sim) == HS_SESSION_FAILED || at.accepted);
+  /* A mismatch leaves the simulation elsewhere than the record when either side moved on (the
+   * record accepted, or the script did) or the script failed: rebuild it from the record. */
+  bool resync = rc == HS_OK && ran && !ok &&
+                (at.accepted || moved || hs_session_status(au->sim) == HS_SESSION_FAILED);
   if (resync) {
     hs_session_t *s = rebuild(au, &err);
     if (s != NULL) {
