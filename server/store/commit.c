@@ -196,22 +196,8 @@ static const char *const k_body[HS_WRITE_KINDS] = {
  * skipping that was about a tenth of PostgreSQL's CPU per completion. The notifications'
  * payloads come ready-made in the second statement's one parameter (a text[] of
  * "id seq,id seq,..."). */
-typedef struct plain_insert {
-  const char *name;  /* prepared under this name */
-  const char *table; /* and its extra column, a constant */
-  const char *extra_column, *extra_value;
-  const char *columns[HS_ROW_MAX_COLUMNS + 1]; /* of k_columns[HS_WRITE_COMPLETION]; NULL ends */
-} plain_insert_t;
-
-static const plain_insert_t k_optimistic[] = {
-    {"hs_commit_completion_records",
-     "validation_records",
-     "result",
-     "'accepted'",
-     {"session_id", "seq", "digest", "events", "ended", "device_time", "brand_id", "process",
-      "version", "step_id", "contractor_id", "data_digest", "data", "documents", "pii"}},
-};
-enum { N_OPTIMISTIC = sizeof k_optimistic / sizeof k_optimistic[0] + 1 /* the notifications */ };
+static const char *const k_records_name = "hs_commit_completion_records";
+enum { N_OPTIMISTIC = 2 /* the records' INSERT, then the notifications */ };
 static const char *const k_notify_name = "hs_commit_completion_notify";
 static const char *const k_notify_sql =
     "SELECT pg_notify('handsel_session', p) FROM unnest($1::text[]) p";
@@ -246,11 +232,9 @@ struct hs_committer {
   batch_t *inflight; /* the transaction in flight, or NULL */
   bool freeing;
   hs_commit_stats_t stats;
-  char *sql[HS_WRITE_KINDS];              /* owned: each kind's whole statement */
-  char *sql_optimistic[N_OPTIMISTIC - 1]; /* owned: the INSERTs of k_optimistic */
-  /* each one's parameters: indexes into params[HS_WRITE_COMPLETION], -1 ends */
-  int optimistic_params[N_OPTIMISTIC - 1][MAX_PARAMS];
-  hs_buf_t notify; /* owned: the optimistic statements' payloads, rebuilt per batch */
+  char *sql[HS_WRITE_KINDS]; /* owned: each kind's whole statement */
+  char *sql_records;         /* owned: the optimistic INSERT of the completions' records */
+  hs_buf_t notify;           /* owned: the optimistic statements' payloads, rebuilt per batch */
   /* owned: one parameter array per column per kind, rebuilt for every batch (libpq copies
      them when the batch is sent, so they are reused) */
   hs_buf_t params[HS_WRITE_KINDS][MAX_PARAMS];
@@ -306,41 +290,24 @@ static char *statement(hs_write_kind_t kind, const char *body) {
   return (char *)hs_buf_release(&sql, NULL);
 }
 
-/* `INSERT INTO <table> (<columns>) SELECT unnest($1::<type>[])::<cast>, ...`, one parameter per
- * column in the order of ins->columns, whose indexes among the completion's parameters (after
- * `i`) go to params. Returns NULL when out of memory. */
-static char *plain_statement(const plain_insert_t *ins, int params[MAX_PARAMS]) {
+/* `INSERT INTO validation_records (<columns>, result) SELECT unnest($1::<type>[])[::<cast>], ...,
+ * 'accepted'`: every column of a completion, in k_columns' order, so its parameters are the
+ * completion's own arrays after `i`. Returns NULL when out of memory. */
+static char *records_statement(void) {
   const column_t *cols = k_columns[HS_WRITE_COMPLETION];
-  size_t n = 0;
-  for (; ins->columns[n] != NULL; n++) {
-    size_t k = 0;
-    while (strcmp(cols[k].name, ins->columns[n]) != 0) {
-      k++;
-      assert(cols[k].name != NULL); /* k_optimistic names only columns of k_columns */
-    }
-    params[n] = (int)k + 1;
-  }
-  params[n] = -1;
+  size_t n = n_columns(HS_WRITE_COMPLETION);
   hs_buf_t sql;
   hs_buf_init(&sql, 0);
-  int rc = hs_buf_printf(&sql, "INSERT INTO %s (", ins->table);
+  int rc = hs_buf_puts(&sql, "INSERT INTO validation_records (");
   for (size_t k = 0; k < n; k++) {
-    rc |= hs_buf_printf(&sql, "%s%s", k > 0 ? ", " : "", ins->columns[k]);
+    rc |= hs_buf_printf(&sql, "%s, ", cols[k].name);
   }
-  if (ins->extra_column != NULL) {
-    rc |= hs_buf_printf(&sql, ", %s", ins->extra_column);
-  }
-  rc |= hs_buf_puts(&sql, ") SELECT ");
+  rc |= hs_buf_puts(&sql, "result) SELECT ");
   for (size_t k = 0; k < n; k++) {
-    const column_t *col = &cols[params[k] - 1];
-    rc |= hs_buf_printf(&sql, "%sunnest($%zu::%s)%s%s", k > 0 ? ", " : "", k + 1,
-                        k_types[col->type].sql, col->cast != NULL ? "::" : "",
-                        col->cast != NULL ? col->cast : "");
+    rc |= hs_buf_printf(&sql, "unnest($%zu::%s)%s%s, ", k + 1, k_types[cols[k].type].sql,
+                        cols[k].cast != NULL ? "::" : "", cols[k].cast != NULL ? cols[k].cast : "");
   }
-  if (ins->extra_value != NULL) {
-    rc |= hs_buf_printf(&sql, ", %s", ins->extra_value);
-  }
-  rc |= hs_buf_append(&sql, "", 1); /* the NUL */
+  rc |= hs_buf_append(&sql, "'accepted'", 11); /* with its NUL */
   if (rc != HS_OK) {
     hs_buf_free(&sql);
     return NULL;
@@ -355,9 +322,7 @@ static void committer_free(hs_committer_t *c) {
       hs_buf_free(&c->params[k][p]);
     }
   }
-  for (size_t k = 0; k < N_OPTIMISTIC - 1; k++) {
-    free(c->sql_optimistic[k]);
-  }
+  free(c->sql_records);
   hs_buf_free(&c->notify);
   free(c);
 }
@@ -373,10 +338,8 @@ int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *me
     c->sql[k] = statement(k, k_body[k]);
     ok = ok && c->sql[k] != NULL;
   }
-  for (size_t k = 0; k < N_OPTIMISTIC - 1; k++) {
-    c->sql_optimistic[k] = plain_statement(&k_optimistic[k], c->optimistic_params[k]);
-    ok = ok && c->sql_optimistic[k] != NULL;
-  }
+  c->sql_records = records_statement();
+  ok = ok && c->sql_records != NULL;
   if (!ok) {
     committer_free(c);
     return HS_ENOMEM;
@@ -549,8 +512,8 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
   hs_db_stmt_t stmts[HS_WRITE_KINDS - 1 + N_OPTIMISTIC];
   const char *values[HS_WRITE_KINDS][MAX_PARAMS];
   int lengths[HS_WRITE_KINDS][MAX_PARAMS];
-  const char *opt_values[N_OPTIMISTIC][MAX_PARAMS];
-  int opt_lengths[N_OPTIMISTIC][MAX_PARAMS];
+  const char *notify_value;
+  int notify_length;
   int formats[MAX_PARAMS];
   for (size_t p = 0; p < MAX_PARAMS; p++) {
     formats[p] = 1; /* binary */
@@ -568,27 +531,21 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
       lengths[k][p] = (int)c->params[k][p].len;
     }
     if (k == HS_WRITE_COMPLETION && optimistic) {
+      /* The records' INSERT takes the same arrays without `i`. */
       b->optimistic = (int)n;
-      for (size_t q = 0; q < N_OPTIMISTIC - 1; q++) {
-        size_t np = 0;
-        for (; c->optimistic_params[q][np] >= 0; np++) {
-          opt_values[q][np] = values[k][c->optimistic_params[q][np]];
-          opt_lengths[q][np] = lengths[k][c->optimistic_params[q][np]];
-        }
-        stmts[n++] = (hs_db_stmt_t){.name = k_optimistic[q].name,
-                                    .sql = c->sql_optimistic[q],
-                                    .n_params = (int)np,
-                                    .values = opt_values[q],
-                                    .lengths = opt_lengths[q],
-                                    .formats = formats};
-      }
-      opt_values[N_OPTIMISTIC - 1][0] = (const char *)c->notify.data;
-      opt_lengths[N_OPTIMISTIC - 1][0] = (int)c->notify.len;
+      stmts[n++] = (hs_db_stmt_t){.name = k_records_name,
+                                  .sql = c->sql_records,
+                                  .n_params = (int)n_params - 1,
+                                  .values = values[k] + 1,
+                                  .lengths = lengths[k] + 1,
+                                  .formats = formats};
+      notify_value = (const char *)c->notify.data;
+      notify_length = (int)c->notify.len;
       stmts[n++] = (hs_db_stmt_t){.name = k_notify_name,
                                   .sql = k_notify_sql,
                                   .n_params = 1,
-                                  .values = opt_values[N_OPTIMISTIC - 1],
-                                  .lengths = opt_lengths[N_OPTIMISTIC - 1],
+                                  .values = &notify_value,
+                                  .lengths = &notify_length,
                                   .formats = formats};
       continue;
     }
