@@ -16,6 +16,10 @@ int32_t hs_audit_be32(const char *p) {
   return (int32_t)hs_get_be32((const uint8_t *)p);
 }
 
+int64_t hs_audit_pg_time(const char *p) {
+  return hs_audit_be64(p) + PG_EPOCH_US;
+}
+
 int hs_audit_row_parse(const PGresult *res, int row, hs_audit_record_t *rec, int64_t *brand_id) {
   if (PQnfields(res) < HS_AUDIT_ROW_COLUMNS || PQgetlength(res, row, 0) != 8 ||
       PQgetlength(res, row, 2) != 8 || PQgetlength(res, row, 7) != 4 ||
@@ -32,10 +36,10 @@ int hs_audit_row_parse(const PGresult *res, int row, hs_audit_record_t *rec, int
   rec->step = PQgetvalue(res, row, 6);
   rec->seq = hs_audit_be32(PQgetvalue(res, row, 7));
   rec->contractor = PQgetvalue(res, row, 8);
-  rec->server_us = hs_audit_be64(PQgetvalue(res, row, 9)) + PG_EPOCH_US;
+  rec->server_us = hs_audit_pg_time(PQgetvalue(res, row, 9));
   if (!PQgetisnull(res, row, 10) && PQgetlength(res, row, 10) == 8) {
     rec->has_device = true;
-    rec->device_us = hs_audit_be64(PQgetvalue(res, row, 10)) + PG_EPOCH_US;
+    rec->device_us = hs_audit_pg_time(PQgetvalue(res, row, 10));
   }
   rec->result = PQgetvalue(res, row, 11);
   if (!PQgetisnull(res, row, 12)) {

@@ -35,5 +35,7 @@ hs_audit_row_order_t *hs_audit_rows_order(const PGresult *res);
 /* Binary int8 / int4 columns. */
 int64_t hs_audit_be64(const char *p);
 int32_t hs_audit_be32(const char *p);
+/* A binary timestamptz column, as microseconds since the Unix epoch. */
+int64_t hs_audit_pg_time(const char *p);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "audit/record.h"
 #include "audit/rows.h"
+#include "audit/tap.h"
 #include "core/buf.h"
 #include "core/ids.h"
 #include "core/log.h"
@@ -21,6 +22,13 @@ enum {
 };
 
 typedef enum phase { IDLE, PROBING, FENCING, WAITING, READING, WRITING } phase_t;
+
+/* A record of a round, in chain order: the tap's, or row `row` of a read of whole rows. */
+typedef struct item {
+  int64_t brand_id, id;
+  const hs_audit_record_t *tapped; /* borrowed from the tap until its next sync; or NULL */
+  int row;
+} item_t;
 
 /* One brand's chain as a round extends it. */
 typedef struct chain {
@@ -58,6 +66,15 @@ struct hs_sealer {
   bool known_valid;
   chain_t *pending; /* owned: the heads of the round being written; known once it won */
   size_t n_pending;
+  hs_audit_tap_t *tap; /* borrowed; may be NULL */
+  bool listed;         /* this round read the range's ids only (the tap holds some records) */
+  /* The round being read: every brand's chain, and its records in chain order. Owned. */
+  chain_t *chains;
+  size_t n_chains;
+  bool heads_known; /* the chains are the known heads, not read this round */
+  item_t *items;
+  size_t n_items;
+  uint64_t tapped; /* of the round's records, those the tap held */
 };
 
 static void on_timer(uv_timer_t *t);
@@ -236,6 +253,7 @@ static void on_written(void *ctx, const hs_db_result_t *r) {
   if (won) {
     if (s->metrics != NULL) {
       atomic_fetch_add_explicit(&s->metrics->audit_sealed, s->sealed, memory_order_relaxed);
+      atomic_fetch_add_explicit(&s->metrics->audit_sealed_tapped, s->tapped, memory_order_relaxed);
       atomic_fetch_add_explicit(&s->metrics->audit_checkpoints, s->checkpoints,
                                 memory_order_relaxed);
     }
@@ -319,33 +337,31 @@ static void write_round(hs_sealer_t *s, chain_t *chains, size_t n) {
   }
 }
 
-static void on_read(void *ctx, const hs_db_result_t *r) {
-  hs_sealer_t *s = ctx;
-  s->job = NULL;
-  if (r->status != HS_OK || r->n_results < 1 || r->n_results > 2) {
-    fail(s, "read", r);
-    return;
+static void round_free(hs_sealer_t *s) {
+  free(s->chains);
+  free(s->items);
+  s->chains = NULL;
+  s->items = NULL;
+  s->n_chains = s->n_items = 0;
+}
+
+/* The round's chains: every brand's, from the heads just read, or (heads NULL) as this sealer's
+ * last round left them. A brand with no checkpoint yet starts at size 0 and a head of zeros. */
+static bool load_chains(hs_sealer_t *s, PGresult *heads) {
+  size_t n = heads != NULL ? (size_t)PQntuples(heads) : s->n_known;
+  s->chains = calloc(n + 1, sizeof *s->chains);
+  if (s->chains == NULL) {
+    return false;
   }
-  PGresult *recs = r->results[0];
-  PGresult *heads = r->n_results == 2 ? r->results[1] : NULL; /* NULL: the known heads hold */
-  size_t n_heads = heads != NULL ? (size_t)PQntuples(heads) : s->n_known;
-  int n_recs = PQntuples(recs);
-  /* One chain per brand, every brand; one with no checkpoint yet starts at size 0 and a head
-   * of zeros. */
-  size_t n = 0;
-  chain_t *chains = calloc(n_heads + 1, sizeof *chains);
-  if (chains == NULL) {
-    schedule(s, s->interval_ms);
-    return;
-  }
-  if (heads == NULL) {
-    for (size_t i = 0; i < n_heads; i++) {
-      chains[n] = s->known[i];
-      chains[n++].grew = false;
+  s->n_chains = n;
+  s->heads_known = heads == NULL;
+  for (size_t i = 0; i < n; i++) {
+    chain_t *c = &s->chains[i];
+    if (heads == NULL) {
+      *c = s->known[i];
+      c->grew = false;
+      continue;
     }
-  }
-  for (size_t i = 0; heads != NULL && i < n_heads; i++) {
-    chain_t *c = &chains[n++];
     int row = (int)i;
     c->brand_id = hs_audit_be64(PQgetvalue(heads, row, 0));
     hs_strlcpy(c->brand, PQgetvalue(heads, row, 1), sizeof c->brand);
@@ -354,44 +370,53 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
       memcpy(c->head, PQgetvalue(heads, row, 3), 32);
     }
   }
+  return true;
+}
+
+static void round_error(hs_sealer_t *s, const char *error) {
+  round_free(s);
+  hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error", error);
+  schedule(s, s->interval_ms);
+}
+
+/* Hashes the round's records into their brands' chains, in order, and writes the checkpoints.
+ * A record the tap did not hold is row item.row of rows (HS_AUDIT_ROW_SELECT, binary). */
+static void seal(hs_sealer_t *s, const PGresult *rows) {
   s->sealed = 0;
-  hs_audit_row_order_t *order = hs_audit_rows_order(recs);
-  if (order == NULL) {
-    free(chains);
-    hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error",
-           "out of memory, or a record without its ids");
-    schedule(s, s->interval_ms);
-    return;
-  }
+  uint64_t tapped = 0;
   hs_buf_t scratch;
   hs_buf_init(&scratch, 0);
-  for (int i = 0; i < n_recs; i++) {
+  for (size_t i = 0; i < s->n_items; i++) {
+    const item_t *it = &s->items[i];
     hs_audit_record_t rec;
-    int64_t brand_id = 0;
+    int64_t brand_id = it->brand_id;
     uint8_t h[32];
-    int rc = hs_audit_row_parse(recs, order[i].row, &rec, &brand_id);
-    chain_t *c = rc == HS_OK ? find_chain(chains, n, brand_id) : NULL;
-    if (rc == HS_OK && c == NULL && heads == NULL) {
+    int rc = HS_OK;
+    if (it->tapped != NULL) {
+      rec = *it->tapped;
+      tapped++;
+    } else {
+      rc = rows != NULL ? hs_audit_row_parse(rows, it->row, &rec, &brand_id) : HS_EINVAL;
+    }
+    chain_t *c = rc == HS_OK && brand_id == it->brand_id && rec.id == it->id
+                     ? find_chain(s->chains, s->n_chains, brand_id)
+                     : NULL;
+    if (rc == HS_OK && c == NULL && s->heads_known) {
       /* A brand created since the heads were read: read them again, names and all. */
       hs_buf_free(&scratch);
-      free(order);
-      free(chains);
+      round_free(s);
       s->known_valid = false;
       schedule(s, 0);
       return;
     }
     if (c != NULL) {
-      rec.brand = c->brand; /* the rows leave the name out: one join per record saved */
+      rec.brand = c->brand; /* neither the rows nor the tap carry the name: one join saved */
       rc = hs_audit_record_hash(&rec, &scratch, h);
     }
     if (rc != HS_OK || c == NULL) {
       hs_buf_free(&scratch);
-      free(order);
-      free(chains);
-      hs_log(HS_LOG_ERROR, "audit_seal_failed", "{s:s}", "error",
-             c == NULL && rc == HS_OK ? "a record names a brand that does not exist"
-                                      : "a record could not be read");
-      schedule(s, s->interval_ms);
+      round_error(s, c == NULL && rc == HS_OK ? "a record names a brand that does not exist"
+                                              : "a record could not be read");
       return;
     }
     hs_audit_chain_next(c->head, h, c->head);
@@ -401,24 +426,196 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
     s->sealed++;
   }
   hs_buf_free(&scratch);
-  free(order);
-  write_round(s, chains, n);
+  s->tapped = tapped;
+  free(s->items);
+  s->items = NULL;
+  s->n_items = 0;
+  write_round(s, s->chains, s->n_chains);
   free(s->pending);
-  s->pending = chains; /* known once the write wins */
-  s->n_pending = n;
+  s->pending = s->chains; /* known once the write wins */
+  s->n_pending = s->n_chains;
+  s->chains = NULL;
+  s->n_chains = 0;
+}
+
+static int cmp_item(const void *a, const void *b) {
+  const item_t *x = a, *y = b;
+  if (x->brand_id != y->brand_id) {
+    return x->brand_id < y->brand_id ? -1 : 1;
+  }
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The whole rows of the records the tap did not hold arrived: each is the next such item. */
+static void on_fetched(void *ctx, const hs_db_result_t *r) {
+  hs_sealer_t *s = ctx;
+  s->job = NULL;
+  if (r->status != HS_OK || r->n_results != 1) {
+    round_free(s);
+    fail(s, "read", r);
+    return;
+  }
+  PGresult *rows = r->results[0];
+  hs_audit_row_order_t *order = hs_audit_rows_order(rows);
+  if (order == NULL) {
+    round_error(s, "out of memory, or a record without its ids");
+    return;
+  }
+  size_t n_rows = (size_t)PQntuples(rows), k = 0;
+  bool ok = true;
+  for (size_t i = 0; ok && i < s->n_items; i++) {
+    item_t *it = &s->items[i];
+    if (it->tapped != NULL) {
+      continue;
+    }
+    /* Records are never removed, so every id listed is read back. */
+    ok = k < n_rows && order[k].brand_id == it->brand_id && order[k].id == it->id;
+    it->row = ok ? order[k++].row : -1;
+  }
+  free(order);
+  if (!ok || k != n_rows) {
+    round_error(s, "a record listed in the range could not be read back");
+    return;
+  }
+  seal(s, rows);
+}
+
+/* Reads the whole rows of the items the tap did not hold, one index probe each. */
+static void start_fetch(hs_sealer_t *s, size_t missing) {
+  hs_buf_t brands, ids;
+  hs_buf_init(&brands, 0);
+  hs_buf_init(&ids, 0);
+  int rc = hs_buf_puts(&brands, "{") | hs_buf_puts(&ids, "{");
+  size_t k = 0;
+  for (size_t i = 0; rc == HS_OK && i < s->n_items; i++) {
+    const item_t *it = &s->items[i];
+    if (it->tapped != NULL) {
+      continue;
+    }
+    const char *sep = k++ > 0 ? "," : "";
+    rc |= hs_buf_printf(&brands, "%s%" PRId64, sep, it->brand_id);
+    rc |= hs_buf_printf(&ids, "%s%" PRId64, sep, it->id);
+  }
+  rc |= hs_buf_append(&brands, "}", 2) | hs_buf_append(&ids, "}", 2); /* with their NULs */
+  if (rc != HS_OK || k != missing) {
+    hs_buf_free(&brands);
+    hs_buf_free(&ids);
+    round_error(s, "out of memory");
+    return;
+  }
+  const char *params[] = {(const char *)brands.data, (const char *)ids.data};
+  hs_db_stmt_t st = {.name = "hs_seal_fetch",
+                     .sql = "SELECT " HS_AUDIT_ROW_SELECT
+                            " FROM unnest($1::int8[], $2::int8[]) AS m(brand_id, id)"
+                            " JOIN validation_records r ON r.brand_id = m.brand_id AND r.id = m.id,"
+                            " (SELECT NULL::text AS name) b",
+                     .n_params = 2,
+                     .values = params,
+                     .binary_result = true};
+  s->phase = READING;
+  rc = hs_db_exec(s->pool, &st, 1, on_fetched, s, &s->job);
+  hs_buf_free(&brands);
+  hs_buf_free(&ids);
+  if (rc != HS_OK) {
+    round_free(s);
+    schedule(s, s->interval_ms);
+  }
+}
+
+/* Items from the range's list (brand_id, id): the tap's records where it holds them. Returns
+ * how many it did not hold, or -1 when out of memory. */
+static long list_items(hs_sealer_t *s, PGresult *list) {
+  size_t n = (size_t)PQntuples(list);
+  s->items = malloc((n > 0 ? n : 1) * sizeof *s->items);
+  if (s->items == NULL || PQnfields(list) != 2) {
+    return -1;
+  }
+  /* Records whose commit this node's workers saw after the round started are in by now. */
+  bool tap = hs_audit_tap_sync(s->tap, s->horizon) == HS_OK;
+  long missing = 0;
+  for (size_t i = 0; i < n; i++) {
+    int row = (int)i;
+    if (PQgetlength(list, row, 0) != 8 || PQgetlength(list, row, 1) != 8) {
+      return -1;
+    }
+    item_t *it = &s->items[s->n_items++];
+    it->brand_id = hs_audit_be64(PQgetvalue(list, row, 0));
+    it->id = hs_audit_be64(PQgetvalue(list, row, 1));
+    it->tapped = tap ? hs_audit_tap_find(s->tap, it->brand_id, it->id) : NULL;
+    it->row = -1;
+    missing += it->tapped == NULL;
+  }
+  /* Each brand's chain takes its records in id order. They arrive so (one index scan per
+   * brand, the brands usually in the order of their ids), which a look confirms for less than
+   * sorting them. */
+  bool sorted = true;
+  for (size_t i = 1; sorted && i < s->n_items; i++) {
+    sorted = cmp_item(&s->items[i - 1], &s->items[i]) < 0;
+  }
+  if (!sorted) {
+    qsort(s->items, s->n_items, sizeof *s->items, cmp_item);
+  }
+  return missing;
+}
+
+/* Items from the range's whole rows, in chain order. */
+static bool row_items(hs_sealer_t *s, PGresult *rows) {
+  hs_audit_row_order_t *order = hs_audit_rows_order(rows);
+  size_t n = (size_t)PQntuples(rows);
+  s->items = order != NULL ? malloc((n > 0 ? n : 1) * sizeof *s->items) : NULL;
+  for (size_t i = 0; s->items != NULL && i < n; i++) {
+    s->items[i] = (item_t){.brand_id = order[i].brand_id, .id = order[i].id, .row = order[i].row};
+  }
+  s->n_items = s->items != NULL ? n : 0;
+  free(order);
+  return s->items != NULL;
+}
+
+static void on_read(void *ctx, const hs_db_result_t *r) {
+  hs_sealer_t *s = ctx;
+  s->job = NULL;
+  if (r->status != HS_OK || r->n_results < 1 || r->n_results > 2) {
+    fail(s, "read", r);
+    return;
+  }
+  PGresult *heads = r->n_results == 2 ? r->results[1] : NULL; /* NULL: the known heads hold */
+  if (!load_chains(s, heads)) {
+    round_error(s, "out of memory");
+    return;
+  }
+  if (!s->listed) {
+    if (!row_items(s, r->results[0])) {
+      round_error(s, "out of memory, or a record without its ids");
+      return;
+    }
+    seal(s, r->results[0]);
+    return;
+  }
+  long missing = list_items(s, r->results[0]);
+  if (missing < 0) {
+    round_error(s, "out of memory, or a listed record without its ids");
+  } else if (missing == 0) {
+    seal(s, NULL);
+  } else {
+    start_fetch(s, (size_t)missing);
+  }
 }
 
 static void start_read(hs_sealer_t *s) {
   /* Ids are unique, so a range of ROUND_MAX of them holds at most that many records. */
   s->through = s->fence - s->horizon > ROUND_MAX ? s->horizon + ROUND_MAX : s->fence;
   s->more = s->through < s->fence;
+  /* When the tap holds records of the range, only the range's ids are read, and the whole rows
+   * of just those it does not hold; otherwise every whole row at once. */
+  s->listed = s->tap != NULL && hs_audit_tap_sync(s->tap, s->horizon) == HS_OK &&
+              hs_audit_tap_holds(s->tap, s->horizon, s->through) > 0;
   char from[24], to[24];
   snprintf(from, sizeof from, "%" PRId64, s->horizon);
   snprintf(to, sizeof to, "%" PRId64, s->through);
   const char *params[] = {from, to};
   hs_db_stmt_t st[] = {
       /* Each brand's records in the range, through the (brand_id, id) key. In no particular
-         order: PostgreSQL sorting these wide rows was half of the query's time, so on_read
+         order: PostgreSQL sorting these wide rows was half of the query's time, so the round
          orders them itself (hs_audit_rows_order). */
       {.name = "hs_seal_records",
        .sql = "SELECT " HS_AUDIT_ROW_SELECT " FROM brands k CROSS JOIN LATERAL"
@@ -438,6 +635,13 @@ static void start_read(hs_sealer_t *s) {
               " ORDER BY size DESC LIMIT 1) c ON true ORDER BY b.id",
        .binary_result = true},
   };
+  if (s->listed) {
+    /* Only the ids, from the key alone: a fraction of the whole rows' cost. */
+    st[0].name = "hs_seal_list";
+    st[0].sql = "SELECT r.brand_id, r.id FROM brands k CROSS JOIN LATERAL"
+                " (SELECT brand_id, id FROM validation_records r WHERE r.brand_id = k.id"
+                " AND r.id > $1::int8 AND r.id <= $2::int8) r";
+  }
   s->phase = READING;
   bool known = s->known_valid && s->known_through == s->horizon;
   if (hs_db_exec(s->pool, st, known ? 1 : 2, on_read, s, &s->job) != HS_OK) {
@@ -455,7 +659,8 @@ static void on_timer(uv_timer_t *t) {
 }
 
 int hs_sealer_new(uv_loop_t *loop, hs_db_pool_t *pool, const hs_audit_key_t *key,
-                  unsigned interval_ms, hs_metrics_shard_t *metrics, hs_sealer_t **out) {
+                  unsigned interval_ms, hs_audit_tap_t *tap, hs_metrics_shard_t *metrics,
+                  hs_sealer_t **out) {
   hs_sealer_t *s = calloc(1, sizeof *s);
   if (s == NULL) {
     return HS_ENOMEM;
@@ -463,6 +668,7 @@ int hs_sealer_new(uv_loop_t *loop, hs_db_pool_t *pool, const hs_audit_key_t *key
   s->pool = pool;
   s->key = key;
   s->metrics = metrics;
+  s->tap = tap;
   s->interval_ms = interval_ms > 0 ? interval_ms : 1;
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
@@ -486,6 +692,7 @@ void hs_sealer_close(hs_sealer_t *s) {
   free(s->known);
   free(s->pending);
   s->known = s->pending = NULL;
+  round_free(s);
   uv_timer_stop(&s->timer);
   uv_close((uv_handle_t *)&s->timer, on_closed);
 }

@@ -21,15 +21,19 @@
 #include <uv.h>
 
 #include "audit/sign.h"
+#include "audit/tap.h"
 #include "db/pool.h"
 #include "http/metrics.h"
 
 typedef struct hs_sealer hs_sealer_t;
 
 /* Starts sealing every interval_ms on loop through pool (borrowed, must outlive the sealer
- * until hs_sealer_close). key is borrowed and must outlive the sealer. metrics may be NULL. */
+ * until hs_sealer_close). key is borrowed and must outlive the sealer. tap (borrowed, may be
+ * NULL) holds records this node committed, which a round then hashes without reading them
+ * back; the sealer is its one consumer. metrics may be NULL. */
 int hs_sealer_new(uv_loop_t *loop, hs_db_pool_t *pool, const hs_audit_key_t *key,
-                  unsigned interval_ms, hs_metrics_shard_t *metrics, hs_sealer_t **out);
+                  unsigned interval_ms, hs_audit_tap_t *tap, hs_metrics_shard_t *metrics,
+                  hs_sealer_t **out);
 
 /* Stops: a job in flight is cancelled (its transaction may still commit, which is harmless:
  * the next round starts from whatever the database holds). Frees itself once its timer is

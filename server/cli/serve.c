@@ -54,6 +54,12 @@ void hs_cmd_serve_help(FILE *out) {
         out);
 }
 
+enum {
+  /* Records waiting in memory for the sealer: about ten seconds of a busy node's completions.
+     Past it, the sealer reads the rest back from the database. */
+  AUDIT_TAP_BUDGET = 64 << 20,
+};
+
 typedef struct serve_ctx {
   const hs_config_t *cfg;
   hs_db_probe_t *probe;
@@ -63,6 +69,7 @@ typedef struct serve_ctx {
   hs_db_pool_t *seal_pool;          /* owned */
   hs_sealer_t *sealer;              /* owned */
   hs_metrics_shard_t *seal_metrics; /* borrowed: the first worker's, whose counters are atomic */
+  hs_audit_tap_t *tap; /* owned: the records the workers commit, handed to the sealer */
 } serve_ctx_t;
 
 static void start_main(uv_loop_t *loop, void *arg) {
@@ -74,8 +81,9 @@ static void start_main(uv_loop_t *loop, void *arg) {
   hs_err_t err;
   hs_err_clear(&err);
   if (hs_db_pool_new(loop, s->cfg->db_conninfo, 1, &s->seal_pool, &err) != HS_OK ||
-      hs_sealer_new(loop, s->seal_pool, s->key, s->cfg->seal_ms, s->seal_metrics, &s->sealer) !=
-          HS_OK) {
+      hs_sealer_new(loop, s->seal_pool, s->key, s->cfg->seal_ms, s->tap, s->seal_metrics,
+                    &s->sealer) != HS_OK) {
+    hs_audit_tap_close(s->tap); /* nothing would take what the workers hand over */
     /* Records are still written and exported; only new checkpoints wait for a restart. */
     hs_log(HS_LOG_ERROR, "audit_sealer_not_started", "{s:s}", "error",
            err.msg[0] != '\0' ? err.msg : "out of memory");
@@ -105,7 +113,7 @@ static int worker_start(hs_worker_t *w, void *arg, hs_err_t *err) {
   int rc = hs_store_new(&w->loop, s->cfg, w->metrics, &store, err);
   if (rc == HS_OK) {
     w->app = store;
-    hs_store_set_audit(store, s->key);
+    hs_store_set_audit(store, s->key, s->tap);
     if (w->index == 0) {
       s->seal_metrics = w->metrics;
     }
@@ -209,6 +217,11 @@ int hs_cmd_serve_main(int argc, char **argv) {
   if (cfg.db_conninfo[0] != '\0' && load_signing_key(&cfg, &ctx.key) != HS_OK) {
     return 1;
   }
+  if (cfg.db_conninfo[0] != '\0' && hs_audit_tap_new(AUDIT_TAP_BUDGET, &ctx.tap) != HS_OK) {
+    hs_audit_key_free(ctx.key);
+    fprintf(stderr, "handsel serve: out of memory\n");
+    return 1;
+  }
   hs_server_opts_t opts = {.config = &cfg,
                            .routes = hs_api_routes,
                            .n_routes = hs_api_routes_len,
@@ -218,6 +231,7 @@ int hs_cmd_serve_main(int argc, char **argv) {
                            .worker_stop = worker_stop,
                            .hook_ctx = &ctx};
   int rc = hs_server_run(&opts, &err);
+  hs_audit_tap_free(ctx.tap);
   hs_audit_key_free(ctx.key);
   if (rc != HS_OK) {
     hs_log(HS_LOG_ERROR, "serve_failed", "{s:s}", "error", err.msg);

@@ -172,7 +172,8 @@ int hs_metrics_render(hs_buf_t *out) {
   rc |= hs_buf_printf(out, "# HELP handsel_http_connections_closed_total Connections closed, by "
                            "reason.\n# TYPE handsel_http_connections_closed_total counter\n");
   int64_t live = 0;
-  uint64_t evictions = 0, replays = 0, batches = 0, writes = 0, sealed = 0, checkpoints = 0;
+  uint64_t evictions = 0, replays = 0, batches = 0, writes = 0, sealed = 0, tapped = 0,
+           checkpoints = 0;
   for (unsigned w = 0; w < g_n_shards; w++) {
     live += atomic_load_explicit(&g_shards[w].sessions_live, memory_order_relaxed);
     evictions += atomic_load_explicit(&g_shards[w].session_evictions, memory_order_relaxed);
@@ -180,34 +181,39 @@ int hs_metrics_render(hs_buf_t *out) {
     batches += atomic_load_explicit(&g_shards[w].commit_batches, memory_order_relaxed);
     writes += atomic_load_explicit(&g_shards[w].commit_writes, memory_order_relaxed);
     sealed += atomic_load_explicit(&g_shards[w].audit_sealed, memory_order_relaxed);
+    tapped += atomic_load_explicit(&g_shards[w].audit_sealed_tapped, memory_order_relaxed);
     checkpoints += atomic_load_explicit(&g_shards[w].audit_checkpoints, memory_order_relaxed);
   }
-  rc |=
-      hs_buf_printf(out,
-                    "# HELP handsel_sessions_live Sessions held in memory now.\n"
-                    "# TYPE handsel_sessions_live gauge\n"
-                    "handsel_sessions_live %lld\n"
-                    "# HELP handsel_session_evictions_total Sessions evicted from memory.\n"
-                    "# TYPE handsel_session_evictions_total counter\n"
-                    "handsel_session_evictions_total %llu\n"
-                    "# HELP handsel_session_replays_total Sessions rebuilt from their events.\n"
-                    "# TYPE handsel_session_replays_total counter\n"
-                    "handsel_session_replays_total %llu\n"
-                    "# HELP handsel_commit_batches_total Group-commit transactions.\n"
-                    "# TYPE handsel_commit_batches_total counter\n"
-                    "handsel_commit_batches_total %llu\n"
-                    "# HELP handsel_commit_writes_total Writes committed by group commit.\n"
-                    "# TYPE handsel_commit_writes_total counter\n"
-                    "handsel_commit_writes_total %llu\n"
-                    "# HELP handsel_audit_sealed_total Validation records sealed into the chain.\n"
-                    "# TYPE handsel_audit_sealed_total counter\n"
-                    "handsel_audit_sealed_total %llu\n"
-                    "# HELP handsel_audit_checkpoints_total Signed checkpoints written.\n"
-                    "# TYPE handsel_audit_checkpoints_total counter\n"
-                    "handsel_audit_checkpoints_total %llu\n",
-                    (long long)live, (unsigned long long)evictions, (unsigned long long)replays,
-                    (unsigned long long)batches, (unsigned long long)writes,
-                    (unsigned long long)sealed, (unsigned long long)checkpoints);
+  rc |= hs_buf_printf(
+      out,
+      "# HELP handsel_sessions_live Sessions held in memory now.\n"
+      "# TYPE handsel_sessions_live gauge\n"
+      "handsel_sessions_live %lld\n"
+      "# HELP handsel_session_evictions_total Sessions evicted from memory.\n"
+      "# TYPE handsel_session_evictions_total counter\n"
+      "handsel_session_evictions_total %llu\n"
+      "# HELP handsel_session_replays_total Sessions rebuilt from their events.\n"
+      "# TYPE handsel_session_replays_total counter\n"
+      "handsel_session_replays_total %llu\n"
+      "# HELP handsel_commit_batches_total Group-commit transactions.\n"
+      "# TYPE handsel_commit_batches_total counter\n"
+      "handsel_commit_batches_total %llu\n"
+      "# HELP handsel_commit_writes_total Writes committed by group commit.\n"
+      "# TYPE handsel_commit_writes_total counter\n"
+      "handsel_commit_writes_total %llu\n"
+      "# HELP handsel_audit_sealed_total Validation records sealed into the chain.\n"
+      "# TYPE handsel_audit_sealed_total counter\n"
+      "handsel_audit_sealed_total %llu\n"
+      "# HELP handsel_audit_sealed_tapped_total Of those, records this node's "
+      "workers handed to the sealer, which so did not read them back.\n"
+      "# TYPE handsel_audit_sealed_tapped_total counter\n"
+      "handsel_audit_sealed_tapped_total %llu\n"
+      "# HELP handsel_audit_checkpoints_total Signed checkpoints written.\n"
+      "# TYPE handsel_audit_checkpoints_total counter\n"
+      "handsel_audit_checkpoints_total %llu\n",
+      (long long)live, (unsigned long long)evictions, (unsigned long long)replays,
+      (unsigned long long)batches, (unsigned long long)writes, (unsigned long long)sealed,
+      (unsigned long long)tapped, (unsigned long long)checkpoints);
   for (int i = 0; i < HS_CLOSE_REASONS; i++) {
     uint64_t v = 0;
     for (unsigned w = 0; w < g_n_shards; w++) {

@@ -51,6 +51,7 @@ typedef struct hs_metrics_shard {
   _Atomic uint64_t commit_writes;
   /* The compliance log's sealer (audit/sealer.c). */
   _Atomic uint64_t audit_sealed;
+  _Atomic uint64_t audit_sealed_tapped; /* of them, handed over in memory (audit/tap.h) */
   _Atomic uint64_t audit_checkpoints;
 } hs_metrics_shard_t;
 

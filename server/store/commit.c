@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/rows.h"
 #include "codec/codec.h"
 #include "core/endian.h"
 
@@ -96,6 +97,19 @@ static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
                           {"digest", COL_BYTEA, NULL},
                           {"shown", COL_TEXT, NULL},
                           {"reward", COL_TEXT, NULL}},
+};
+
+/* Where a completion's record is among its cells (k_columns), for the tap. */
+enum {
+  CELL_SESSION = 0,
+  CELL_SEQ = 1,
+  CELL_BRAND = 6,
+  CELL_PROCESS = 7,
+  CELL_VERSION = 8,
+  CELL_STEP = 9,
+  CELL_CONTRACTOR = 10,
+  CELL_DATA_DIGEST = 11,
+  CELL_DOCUMENTS = 13,
 };
 
 /* The rest of each statement after `WITH input AS (...),`; each returns the `i` of every row
@@ -238,6 +252,9 @@ struct hs_committer {
   /* owned: one parameter array per column per kind, rebuilt for every batch (libpq copies
      them when the batch is sent, so they are reused) */
   hs_buf_t params[HS_WRITE_KINDS][MAX_PARAMS];
+  hs_audit_tap_t *tap;             /* borrowed; NULL: the records are not handed over */
+  hs_audit_tap_record_t *tap_recs; /* owned: one batch's records for the tap */
+  size_t tap_cap;
 };
 
 static void flush(hs_committer_t *c);
@@ -307,7 +324,9 @@ static char *records_statement(void) {
     rc |= hs_buf_printf(&sql, "unnest($%zu::%s)%s%s, ", k + 1, k_types[cols[k].type].sql,
                         cols[k].cast != NULL ? "::" : "", cols[k].cast != NULL ? cols[k].cast : "");
   }
-  rc |= hs_buf_append(&sql, "'accepted'", 11); /* with its NUL */
+  /* What PostgreSQL assigned, for the sealer (see tap_batch). */
+  static const char tail[] = "'accepted' RETURNING id, session_id, seq, server_time, device_time";
+  rc |= hs_buf_append(&sql, tail, sizeof tail); /* with its NUL */
   if (rc != HS_OK) {
     hs_buf_free(&sql);
     return NULL;
@@ -324,6 +343,7 @@ static void committer_free(hs_committer_t *c) {
   }
   free(c->sql_records);
   hs_buf_free(&c->notify);
+  free(c->tap_recs);
   free(c);
 }
 
@@ -344,6 +364,18 @@ int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *me
     committer_free(c);
     return HS_ENOMEM;
   }
+  /* tap_record reads a completion's cells by position. */
+  const column_t *cols = k_columns[HS_WRITE_COMPLETION];
+  assert(strcmp(cols[CELL_SESSION].name, "session_id") == 0 &&
+         strcmp(cols[CELL_SEQ].name, "seq") == 0 &&
+         strcmp(cols[CELL_BRAND].name, "brand_id") == 0 &&
+         strcmp(cols[CELL_PROCESS].name, "process") == 0 &&
+         strcmp(cols[CELL_VERSION].name, "version") == 0 &&
+         strcmp(cols[CELL_STEP].name, "step_id") == 0 &&
+         strcmp(cols[CELL_CONTRACTOR].name, "contractor_id") == 0 &&
+         strcmp(cols[CELL_DATA_DIGEST].name, "data_digest") == 0 &&
+         strcmp(cols[CELL_DOCUMENTS].name, "documents") == 0);
+  (void)cols;
   c->pool = pool;
   c->metrics = metrics;
   uv_check_init(loop, &c->check);
@@ -538,7 +570,8 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
                                   .n_params = (int)n_params - 1,
                                   .values = values[k] + 1,
                                   .lengths = lengths[k] + 1,
-                                  .formats = formats};
+                                  .formats = formats,
+                                  .binary_result = true};
       notify_value = (const char *)c->notify.data;
       notify_length = (int)c->notify.len;
       stmts[n++] = (hs_db_stmt_t){.name = k_notify_name,
@@ -561,6 +594,89 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
   return rc;
 }
 
+/* The record of completion w, with what PostgreSQL assigned it in row `row` of the records'
+ * INSERT (binary: id, session_id, seq, server_time, device_time). False when the row is not w's
+ * (the same session and seq) or a cell is not of its column's shape. */
+static bool tap_record(const hs_write_t *w, const PGresult *res, int row,
+                       hs_audit_tap_record_t *out) {
+  hs_audit_bytes_t cell[HS_ROW_MAX_COLUMNS] = {{0}};
+  const uint8_t *p = w->cells.data;
+  const uint8_t *end = p + w->cells.len;
+  for (size_t k = 0; k < HS_ROW_MAX_COLUMNS && end - p >= 4; k++) {
+    uint32_t n = hs_get_be32(p);
+    p += 4;
+    if (n == UINT32_MAX) {
+      continue; /* NULL */
+    }
+    if (n > (size_t)(end - p)) {
+      return false;
+    }
+    cell[k] = (hs_audit_bytes_t){.p = p, .n = n};
+    p += n;
+  }
+  const char *sid = PQgetvalue(res, row, 1);
+  size_t sid_len = (size_t)PQgetlength(res, row, 1);
+  if (PQgetlength(res, row, 0) != 8 || PQgetlength(res, row, 2) != 4 ||
+      PQgetlength(res, row, 3) != 8 || cell[CELL_SEQ].n != 4 || cell[CELL_BRAND].n != 8 ||
+      cell[CELL_DATA_DIGEST].n != 32 || cell[CELL_SESSION].n != sid_len ||
+      memcmp(cell[CELL_SESSION].p, sid, sid_len) != 0 ||
+      memcmp(cell[CELL_SEQ].p, PQgetvalue(res, row, 2), 4) != 0) {
+    return false;
+  }
+  bool device = !PQgetisnull(res, row, 4) && PQgetlength(res, row, 4) == 8;
+  *out = (hs_audit_tap_record_t){
+      .brand_id = (int64_t)hs_get_be64(cell[CELL_BRAND].p),
+      .id = hs_audit_be64(PQgetvalue(res, row, 0)),
+      .seq = hs_audit_be32(PQgetvalue(res, row, 2)),
+      .server_us = hs_audit_pg_time(PQgetvalue(res, row, 3)),
+      .has_device = device,
+      .device_us = device ? hs_audit_pg_time(PQgetvalue(res, row, 4)) : 0,
+      .accepted = true,
+      .session = cell[CELL_SESSION],
+      .process = cell[CELL_PROCESS],
+      .version = cell[CELL_VERSION],
+      .step = cell[CELL_STEP],
+      .contractor = cell[CELL_CONTRACTOR],
+      .documents = cell[CELL_DOCUMENTS],
+      .data_digest = cell[CELL_DATA_DIGEST].p,
+  };
+  return true;
+}
+
+/* Hands the records of an optimistic batch's completions to the node's sealer (audit/tap.h):
+ * their cells, with what PostgreSQL assigned them. The INSERT returns its rows in the order of
+ * its input, the batch's completions in order; each row is checked to name its completion all
+ * the same, and a batch where one does not hands over nothing (the sealer then reads those
+ * records from the database, as it does other nodes'). */
+static void tap_batch(hs_committer_t *c, const batch_t *b, const PGresult *res) {
+  if (c->tap == NULL || res == NULL || PQnfields(res) != 5) {
+    return;
+  }
+  size_t rows = (size_t)PQntuples(res);
+  if (rows > c->tap_cap) {
+    hs_audit_tap_record_t *grown = realloc(c->tap_recs, rows * sizeof *grown);
+    if (grown == NULL) {
+      return;
+    }
+    c->tap_recs = grown;
+    c->tap_cap = rows;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    const hs_write_t *w = b->items[i];
+    if (w->kind != HS_WRITE_COMPLETION) {
+      continue;
+    }
+    if (k == rows || !tap_record(w, res, (int)k, &c->tap_recs[k])) {
+      return;
+    }
+    k++;
+  }
+  if (k == rows) {
+    (void)hs_audit_tap_put(c->tap, c->tap_recs, rows); /* refused: the sealer reads them */
+  }
+}
+
 static void on_batch_done(void *ctx, const hs_db_result_t *res) {
   batch_t *b = ctx;
   hs_committer_t *c = b->c;
@@ -581,6 +697,9 @@ static void on_batch_done(void *ctx, const hs_db_result_t *res) {
         /* It went in whole: every completion of the batch was inserted. */
         for (size_t i = 0; r == (size_t)b->optimistic && i < b->n; i++) {
           b->items[i]->inserted |= b->items[i]->kind == HS_WRITE_COMPLETION;
+        }
+        if (r == (size_t)b->optimistic && c != NULL) {
+          tap_batch(c, b, res->results[r]);
         }
         continue;
       }
@@ -844,6 +963,10 @@ int hs_commit_submit(hs_committer_t *c, hs_row_t *row, hs_write_cb cb, void *ctx
 
 void hs_write_cancel(hs_write_t *w) {
   w->cb = NULL;
+}
+
+void hs_committer_set_tap(hs_committer_t *c, hs_audit_tap_t *tap) {
+  c->tap = tap;
 }
 
 void hs_committer_stats(const hs_committer_t *c, hs_commit_stats_t *out) {

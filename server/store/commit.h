@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "audit/tap.h"
 #include "codec/value.h"
 #include "core/buf.h"
 #include "db/pool.h"
@@ -78,6 +79,10 @@ int hs_commit_submit(hs_committer_t *c, hs_row_t *row, hs_write_cb cb, void *ctx
 
 /* The request that waited is gone: cb will not be called. The write itself still happens. */
 void hs_write_cancel(hs_write_t *w);
+
+/* Hands every record this committer inserts with a completion to tap (borrowed, may be NULL,
+ * must outlive the committer), so the node's sealer need not read it back. */
+void hs_committer_set_tap(hs_committer_t *c, hs_audit_tap_t *tap);
 
 /* Statistics for /metrics and benchmarks. */
 typedef struct hs_commit_stats {

@@ -327,8 +327,9 @@ void hs_store_close(hs_store_t *s) {
   uv_close((uv_handle_t *)&s->ltimer, on_ltimer_closed);
 }
 
-void hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key) {
+void hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key, hs_audit_tap_t *tap) {
   s->audit_key = key;
+  hs_committer_set_tap(s->committer, tap);
 }
 
 const hs_audit_key_t *hs_store_audit_key(hs_store_t *s) {

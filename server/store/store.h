@@ -76,8 +76,9 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *me
 void hs_store_close(hs_store_t *s);
 
 /* The compliance log's key (borrowed; it must outlive the store), served by GET
- * /v1/audit/key. The sealer that signs with it runs apart from the workers (handsel serve). */
-void hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key);
+ * /v1/audit/key. The sealer that signs with it runs apart from the workers (handsel serve); tap
+ * (borrowed, may be NULL, must outlive the store) hands it the records this worker commits. */
+void hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key, hs_audit_tap_t *tap);
 const hs_audit_key_t *hs_store_audit_key(hs_store_t *s);
 
 hs_db_pool_t *hs_store_pool(hs_store_t *s);

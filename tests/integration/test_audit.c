@@ -22,6 +22,7 @@
 #include "core/ids.h"
 #include "hs_test_api.h"
 #include "hs_test_auth.h"
+#include "hs_test_metrics.h"
 #include "hs_test_pg.h"
 #include "hs_test_server.h"
 
@@ -651,6 +652,40 @@ static void test_tampering_is_caught(void **state) {
               counts[0], counts[1], counts[2], counts[3]);
 }
 
+/* With one node, the sealer hashes the records its own workers committed from what they handed
+ * over, without reading them back (audit/tap.h), and the chain it signs still verifies against
+ * the export, which reads every record from the database. */
+static void test_records_sealed_from_memory(void **state) {
+  hs_test_server_stop(&g_b); /* so no other node's sealer takes these records first */
+  char brand[65];
+  hs_api_unique_name(brand, "tm");
+  hs_api_t a;
+  hs_api_init(&a, g_a.port, brand, "alice");
+  char version[65], id[40];
+  assert_int_equal(hs_api_deploy(&a, "visit", VISIT, version), 201);
+  double before = hs_test_metric(g_a.port, "handsel_audit_sealed_tapped_total", NULL);
+  assert_true(before >= 0);
+  int64_t total = 0;
+  for (int i = 0; i < 10; i++) {
+    total += visit(&a, "555-0142", "memory", id);
+  }
+  wait_sealed(&a, total);
+  /* Each visit made one rejected attempt (read back) and two accepted completions. */
+  double tapped = hs_test_metric(g_a.port, "handsel_audit_sealed_tapped_total", NULL) - before;
+  if (tapped < 1 || tapped > 20) {
+    fail_msg("%.0f of the 20 accepted completions were sealed from memory", tapped);
+  }
+  char *text = export(&a, "compliance", "", NULL);
+  hs_audit_verify_report_t rep;
+  must_verify(text, &rep, "the export of records sealed from memory");
+  assert_int_equal(rep.records, total);
+  free(text);
+  hs_api_close(&a);
+  hs_test_say("%.0f of 20 accepted completions were sealed from what the workers handed over, "
+              "the rejected attempts from the database, and the export verifies",
+              tapped);
+}
+
 /* ---- set-up ---- */
 
 static int start_server(hs_test_server_t *s, const char *db) {
@@ -701,6 +736,7 @@ int main(void) {
       cmocka_unit_test(test_brands_seal_in_rounds),
       cmocka_unit_test(test_records_are_append_only),
       cmocka_unit_test(test_tampering_is_caught),
+      cmocka_unit_test(test_records_sealed_from_memory),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
