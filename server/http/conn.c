@@ -125,10 +125,30 @@ static uint64_t now_ms(hs_conn_t *c) {
 /* ---------------------------------------------------------------- output */
 
 static void on_write(uv_write_t *req, int status);
+static void maybe_resume_read(hs_conn_t *c);
 
-static void start_write(hs_conn_t *c) {
+/* Sends `pending`. Most flushes fit in the socket's buffer: written at once by uv_try_write,
+ * they need no write request, and so libuv does not re-arm the socket's poll after each one
+ * (an epoll_ctl per flush: as many system calls as the writes themselves when each request
+ * has a connection of its own, as phones do). What the socket does not take goes by uv_write,
+ * one at a time. Returns true when everything was written. */
+static bool start_write(hs_conn_t *c) {
   if (c->writing || c->closed || c->pending.len == 0) {
-    return;
+    return !c->writing && !c->closed;
+  }
+  uv_buf_t all = uv_buf_init((char *)c->pending.data, (unsigned)c->pending.len);
+  int n = uv_try_write((uv_stream_t *)&c->tcp, &all, 1);
+  if (n < 0 && n != UV_EAGAIN) {
+    conn_close(c, HS_CLOSE_ERROR);
+    return false;
+  }
+  if (n > 0) {
+    c->last_progress = now_ms(c);
+    hs_buf_consume(&c->pending, (size_t)n);
+    if (c->pending.len == 0) {
+      maybe_resume_read(c);
+      return true;
+    }
   }
   hs_buf_t tmp = c->inflight;
   c->inflight = c->pending;
@@ -138,9 +158,10 @@ static void start_write(hs_conn_t *c) {
   int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
   if (rc != 0) {
     conn_close(c, HS_CLOSE_ERROR);
-    return;
+    return false;
   }
   c->writing = true;
+  return false;
 }
 
 static size_t queued_bytes(const hs_conn_t *c) {
@@ -230,8 +251,11 @@ static void conn_flush(hs_conn_t *c) {
     return;
   }
   size_t cap = c->worker->config->conn_outbuf;
-  if (c->h2 != NULL) {
-    while (queued_bytes(c) < cap) {
+  /* Another pass only when the buffer filled up and the socket then took all of it. */
+  bool more = true;
+  while (more) {
+    more = false;
+    while (c->h2 != NULL && !(more = queued_bytes(c) >= cap)) {
       const uint8_t *data = NULL;
       c->in_nghttp2 = true;
       ssize_t n = nghttp2_session_mem_send(c->h2, &data);
@@ -253,11 +277,11 @@ static void conn_flush(hs_conn_t *c) {
       drain_wbio(c);
       c->last_progress = now_ms(c);
     }
-  }
-  drain_wbio(c);
-  start_write(c);
-  if (c->closed) {
-    return;
+    drain_wbio(c);
+    more = start_write(c) && more;
+    if (c->closed) {
+      return;
+    }
   }
   if (c->h2 != NULL) {
     notify_drained(c);
