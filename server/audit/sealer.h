@@ -6,8 +6,10 @@
  *   2. fence: read the id sequence, then take an xid; wait (polling, never locking) until every
  *      transaction with a smaller xid has finished. Every id up to the value read is then final
  *      (committed, or never to exist): writers never wait for the sealer.
- *   3. read the records past the horizon up to that id, in id order, with each brand's latest
- *      checkpoint; hash and chain them; sign one checkpoint per brand that grew.
+ *   3. read the records past the horizon up to that id, with each brand's latest checkpoint;
+ *      hash and chain them in id order; sign one checkpoint per brand that grew. The records
+ *      this node's workers committed come from the tap (audit/tap.h): for those only their ids
+ *      are read, and whole rows only for the rest.
  *   4. write the checkpoints and move the horizon with a compare-and-set. Sealers on other nodes
  *      may race: exactly one wins a given horizon, the others' work is discarded.
  *
