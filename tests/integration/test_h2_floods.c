@@ -824,50 +824,70 @@ static void test_connection_churn_rss_flat(void **state) {
 
 /* ---- the per-connection output cap ---- */
 
-static void test_output_buffer_cap(void **state) {
-  fixture_t *f = *state;
-  start(f, (const char *const[]){"HANDSEL_CONN_OUTBUF=262144", NULL});
-  hs_raw_t *r = attacker(f, true);
-  /* 16 streams of 4 MiB each, all allowed by flow control, none read for a while. */
-  enum { STREAMS = 16 };
-  const uint64_t each = 64u * 65536;
-  for (int i = 0; i < STREAMS; i++) {
+/* 16 streams of 4 MiB each on r, all allowed by flow control. */
+enum { CAP_STREAMS = 16 };
+static const uint64_t CAP_EACH = 64u * 65536;
+
+static void request_cap_streams(hs_raw_t *r) {
+  for (int i = 0; i < CAP_STREAMS; i++) {
     assert_int_equal(hs_raw_request(r, 1 + 2 * i, "GET",
                                     "/debug/stream?chunks=64&size=65536&interval_ms=0", NULL, 0,
                                     true),
                      0);
   }
+}
+
+/* Reads r until every stream ended, and checks that each got every byte. */
+static void read_cap_streams(hs_raw_t *r) {
+  long long deadline = hs_test_now_ms() + 60000;
+  for (;;) {
+    int done = 0;
+    for (int i = 0; i < CAP_STREAMS; i++) {
+      const hs_raw_stream_t *s = hs_raw_stream(r, 1 + 2 * i);
+      done += s != NULL && s->end_stream;
+    }
+    if (done == CAP_STREAMS || r->closed || hs_test_now_ms() > deadline) {
+      break;
+    }
+    hs_raw_read_frame(r, NULL, 200);
+  }
+  for (int i = 0; i < CAP_STREAMS; i++) {
+    const hs_raw_stream_t *s = hs_raw_stream(r, 1 + 2 * i);
+    assert_non_null(s);
+    if (!s->end_stream || s->data_bytes != CAP_EACH) {
+      fail_msg("stream %d: %llu of %llu bytes, %s", 1 + 2 * i, (unsigned long long)s->data_bytes,
+               (unsigned long long)CAP_EACH, s->end_stream ? "ended" : "not ended");
+    }
+  }
+}
+
+static void test_output_buffer_cap(void **state) {
+  fixture_t *f = *state;
+  start(f, (const char *const[]){"HANDSEL_CONN_OUTBUF=262144", NULL});
+  /* The same streams read as they arrive, first: the buffers they use, and ASan's quarantine,
+   * grow to their working size, so that what follows measures only what a reader that stops
+   * makes the server keep. */
+  request_cap_streams(attacker(f, true));
+  read_cap_streams(&f->raw);
+  close_attacker(f);
+  f->rss0_kb = hs_test_server_rss_kb(&f->server);
+  /* Now none is read for a while. */
+  hs_raw_t *r = attacker(f, true);
+  request_cap_streams(r);
   double peak = 0;
   for (int i = 0; i < 10; i++) {
     hs_test_sleep_ms(100);
     double g = rss_growth_mib(f);
     peak = g > peak ? g : peak;
   }
+  /* The server may hold the connection's 256 KiB and each stream's own 256 KiB (its default
+   * HANDSEL_STREAM_OUTBUF): about 4.3 MiB, far from the 64 MiB owed. */
   print_message("output cap: RSS grew by at most %.1f MiB with 64 MiB owed\n", peak);
-  if (peak > 24) {
+  if (peak > 12) {
     fail_msg("the server buffered %.1f MiB for one connection with a 256 KiB output cap", peak);
   }
   /* Then read: the server resumes, and every byte of every stream arrives. */
-  long long deadline = hs_test_now_ms() + 60000;
-  for (;;) {
-    int done = 0;
-    for (int i = 0; i < STREAMS; i++) {
-      const hs_raw_stream_t *s = hs_raw_stream(r, 1 + 2 * i);
-      done += s != NULL && s->end_stream;
-    }
-    if (done == STREAMS || r->closed || hs_test_now_ms() > deadline) {
-      break;
-    }
-    hs_raw_read_frame(r, NULL, 200);
-  }
-  for (int i = 0; i < STREAMS; i++) {
-    const hs_raw_stream_t *s = hs_raw_stream(r, 1 + 2 * i);
-    assert_non_null(s);
-    if (!s->end_stream || s->data_bytes != each) {
-      fail_msg("stream %d: %llu of %llu bytes, %s", 1 + 2 * i, (unsigned long long)s->data_bytes,
-               (unsigned long long)each, s->end_stream ? "ended" : "not ended");
-    }
-  }
+  read_cap_streams(r);
   close_attacker(f);
   assert_others_served(f);
 }
