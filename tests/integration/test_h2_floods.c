@@ -104,6 +104,17 @@ static double rss_growth_mib(fixture_t *f) {
   return (double)(now - f->rss0_kb) / 1024.0;
 }
 
+/* The most the server's memory grew by (as rss_growth_mib) over `samples` looks 100 ms apart. */
+static double peak_rss_growth_mib(fixture_t *f, int samples) {
+  double peak = 0;
+  for (int i = 0; i < samples; i++) {
+    hs_test_sleep_ms(100);
+    double g = rss_growth_mib(f);
+    peak = g > peak ? g : peak;
+  }
+  return peak;
+}
+
 static void assert_rss_below(fixture_t *f, double mib, const char *what) {
   double g = rss_growth_mib(f);
   if (g > mib) {
@@ -687,12 +698,7 @@ static void test_stalled_not_reading(void **state) {
                                   NULL, 0, true),
                    0);
   /* Not reading; watch the server's memory meanwhile. */
-  double peak = 0;
-  for (int i = 0; i < 15; i++) {
-    hs_test_sleep_ms(100);
-    double g = rss_growth_mib(f);
-    peak = g > peak ? g : peak;
-  }
+  double peak = peak_rss_growth_mib(f, 15);
   print_message("not reading: RSS grew by at most %.1f MiB while stalled\n", peak);
   if (peak > 24) {
     fail_msg("the server buffered %.1f MiB for a client that does not read", peak);
@@ -874,12 +880,7 @@ static void test_output_buffer_cap(void **state) {
   /* Now none is read for a while. */
   hs_raw_t *r = attacker(f, true);
   request_cap_streams(r);
-  double peak = 0;
-  for (int i = 0; i < 10; i++) {
-    hs_test_sleep_ms(100);
-    double g = rss_growth_mib(f);
-    peak = g > peak ? g : peak;
-  }
+  double peak = peak_rss_growth_mib(f, 10);
   /* The server may hold the connection's 256 KiB and each stream's own 256 KiB (its default
    * HANDSEL_STREAM_OUTBUF): about 4.3 MiB, far from the 64 MiB owed. */
   print_message("output cap: RSS grew by at most %.1f MiB with 64 MiB owed\n", peak);
