@@ -52,6 +52,8 @@ struct hs_process {
   hs_process_t *next;
   int def_ref;     /* registry: the private definition table {name, title, goals, content, run,
                       tests} */
+  int content_ref; /* registry: its content table (an empty one when the process has none),
+                      which every step looks its `show` ids up in */
   int refs;        /* the loader's reference plus one per live session */
   bool released;   /* the loader let go */
   int line;        /* the line of `process {` */

@@ -332,9 +332,15 @@ static int load_protected(lua_State *L) {
   p->refs = 1;
   /* luaL_ref may raise on memory: the process is linked first so hs_vm_free frees it. */
   p->def_ref = LUA_NOREF;
+  p->content_ref = LUA_NOREF;
   p->next = vm->procs;
   vm->procs = p;
   c->proc = p;
+  if (lua_getfield(L, -1, "content") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  p->content_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   p->def_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
@@ -425,6 +431,7 @@ void hs__process_unref(hs_process_t *p) {
   }
   hs_vm_t *vm = p->vm;
   luaL_unref(vm->L, LUA_REGISTRYINDEX, p->def_ref);
+  luaL_unref(vm->L, LUA_REGISTRYINDEX, p->content_ref);
   for (hs_process_t **pp = &vm->procs; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == p) {
       *pp = p->next;

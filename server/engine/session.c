@@ -81,12 +81,7 @@ static void push_event(lua_State *L, hs_session_t *s, hs_value_t *e) {
 
 /* Pushes the process's private content table. */
 static void push_content(lua_State *L, hs_session_t *s) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->proc->def_ref);
-  if (lua_getfield(L, -1, "content") != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-  }
-  lua_remove(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->proc->content_ref);
 }
 
 static bool content_exists(lua_State *L, int content, const char *id) {
@@ -179,10 +174,12 @@ static bool list_has(lua_State *L, int list, const char *s) {
   return false;
 }
 
-/* Checks a step spec written by the author and pushes the private, normalized copy:
- * {id, title, say, help, audience, show = {ids}, fields = {specs}, validate, line}. */
+/* Checks the step table a script gave visit:step and pushes the session's private copy of it
+ * (the spec): {id, title, audience, say?, help?, show?, fields?, validate?, line}. Runs on
+ * every step, so what it learns on the walk over the table's keys is kept in locals rather
+ * than looked up again. */
 static void normalize_step(lua_State *L, hs_session_t *s, int in) {
-  lua_createtable(L, 0, 10);
+  lua_createtable(L, 0, 8);
   int out = lua_gettop(L);
   push_content(L, s);
   int content = lua_gettop(L);
@@ -191,6 +188,11 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
     lua_pushinteger(L, ar.currentline);
     lua_setfield(L, out, "line");
   }
+  size_t id_len = 0;
+  bool has_id = false, has_title = false, has_show = false, has_ack = false;
+  const char *audience = NULL; /* anchored by `in` */
+  s->step_has_record_info = false;
+  s->step_has_validate = false;
   lua_pushnil(L);
   while (lua_next(L, in) != 0) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
@@ -200,11 +202,20 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
       if (t != LUA_TSTRING) {
         luaL_error(L, "visit:step: %s must be a string, not a %s", k, lua_typename(L, t));
       }
+      if (k[0] == 'i') {
+        has_id = true;
+        lua_tolstring(L, -1, &id_len);
+      } else if (k[0] == 't') {
+        has_title = true;
+      } else if (k[0] == 'a') {
+        audience = lua_tostring(L, -1);
+      }
       lua_setfield(L, out, k);
     } else if (strcmp(k, "validate") == 0) {
       if (t != LUA_TFUNCTION) {
         luaL_error(L, "visit:step: validate must be a function(data, visit)");
       }
+      s->step_has_validate = true;
       lua_setfield(L, out, k);
     } else if (strcmp(k, "show") == 0) {
       if (t == LUA_TSTRING) {
@@ -215,8 +226,9 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
         luaL_error(L, "visit:step: show must be a content id or a list of them");
       }
       int list = lua_gettop(L);
-      lua_newtable(L);
-      for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, list); i <= n; i++) {
+      lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+      lua_createtable(L, (int)n, 0);
+      for (lua_Integer i = 1; i <= n; i++) {
         if (lua_rawgeti(L, list, i) != LUA_TSTRING) {
           luaL_error(L, "visit:step: show[%d] must be a content id (a string)", (int)i);
         }
@@ -226,6 +238,7 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
         }
         lua_rawseti(L, -2, i);
       }
+      has_show = true;
       lua_setfield(L, out, "show");
       lua_pop(L, 1);
     } else if (strcmp(k, "fields") == 0) {
@@ -233,15 +246,21 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
         luaL_error(L, "visit:step: fields must be a list of field.*{...}");
       }
       int list = lua_gettop(L);
-      lua_newtable(L);
-      for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, list); i <= n; i++) {
+      lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+      lua_createtable(L, (int)n, 0);
+      for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, list, i);
-        if (hs__field_type(L, -1) < 0) {
+        int type = hs__field_type(L, -1);
+        if (type < 0) {
           luaL_error(L,
                      "visit:step: fields[%d] must be made with field.text{...}, "
                      "field.integer{...}, ...",
                      (int)i);
         }
+        has_ack |= is_ack(L, -1);
+        lua_getfield(L, -1, "pii");
+        s->step_has_record_info |= lua_toboolean(L, -1) && lua_type(L, -1) == LUA_TBOOLEAN;
+        lua_pop(L, 1);
         lua_getfield(L, -1, "name");
         const char *name = lua_tostring(L, -1);
         for (lua_Integer j = 1; j < i; j++) {
@@ -264,70 +283,63 @@ static void normalize_step(lua_State *L, hs_session_t *s, int in) {
                  k);
     }
   }
-  if (lua_getfield(L, out, "id") != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
-      lua_rawlen(L, -1) > ID_MAX) {
+  if (!has_id || id_len == 0 || id_len > ID_MAX) {
     luaL_error(L, "visit:step needs an id = \"...\" (1 to %d characters)", (int)ID_MAX);
   }
-  if (lua_getfield(L, out, "title") != LUA_TSTRING) {
-    lua_pushvalue(L, -2);
+  if (!has_title) {
+    lua_getfield(L, out, "id");
     lua_setfield(L, out, "title");
   }
-  lua_pop(L, 2);
   s->step_for_customer = false;
-  if (lua_getfield(L, out, "audience") == LUA_TSTRING) {
-    const char *a = lua_tostring(L, -1);
-    s->step_for_customer = strcmp(a, "customer") == 0;
-    if (!s->step_for_customer && strcmp(a, "contractor") != 0) {
-      luaL_error(L, "visit:step: audience must be \"contractor\" or \"customer\", not '%s'", a);
+  if (audience != NULL) {
+    s->step_for_customer = strcmp(audience, "customer") == 0;
+    if (!s->step_for_customer && strcmp(audience, "contractor") != 0) {
+      luaL_error(L, "visit:step: audience must be \"contractor\" or \"customer\", not '%s'",
+                 audience);
     }
   } else {
     lua_pushliteral(L, "contractor");
     lua_setfield(L, out, "audience");
   }
-  lua_pop(L, 1);
-  if (lua_getfield(L, out, "show") != LUA_TTABLE) {
-    lua_pop(L, 1);
+  if (!has_ack) {
+    lua_settop(L, out);
+    return;
+  }
+  /* An acknowledgment is of a document the step shows: add it if the author did not. */
+  s->step_has_record_info = true;
+  if (!has_show) {
     lua_newtable(L);
-    lua_pushvalue(L, -1);
     lua_setfield(L, out, "show");
   }
+  lua_getfield(L, out, "show");
   int show = lua_gettop(L);
-  s->step_has_record_info = false;
-  /* An acknowledgment is of a document the step shows: add it if the author did not. */
-  if (lua_getfield(L, out, "fields") == LUA_TTABLE) {
-    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      s->step_has_record_info |= lua_getfield(L, -1, "pii") == LUA_TBOOLEAN && lua_toboolean(L, -1);
-      lua_pop(L, 1);
-      lua_pushboolean(L, 0); /* keeps the stack shape of the loop below */
-      if (is_ack(L, -2)) {
-        s->step_has_record_info = true;
-        lua_getfield(L, -2, "document");
-        const char *doc = lua_tostring(L, -1);
-        if (doc == NULL || lua_getfield(L, content, doc) != LUA_TTABLE) {
-          luaL_error(L, "visit:step: ack field needs document = a content id, '%s' is not one",
-                     doc != NULL ? doc : "?");
-        }
-        lua_getfield(L, -1, "kind");
-        if (strcmp(lua_tostring(L, -1), "document") != 0) {
-          luaL_error(L,
-                     "visit:step: ack field's document '%s' must be content of kind "
-                     "\"document\"",
-                     doc);
-        }
-        lua_pop(L, 2);
-        if (!list_has(L, show, doc)) {
-          lua_rawseti(L, show, (lua_Integer)lua_rawlen(L, show) + 1);
-        } else {
-          lua_pop(L, 1);
-        }
+  lua_getfield(L, out, "fields");
+  for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    if (is_ack(L, -1)) {
+      lua_getfield(L, -1, "document");
+      const char *doc = lua_tostring(L, -1);
+      if (doc == NULL || lua_getfield(L, content, doc) != LUA_TTABLE) {
+        luaL_error(L, "visit:step: ack field needs document = a content id, '%s' is not one",
+                   doc != NULL ? doc : "?");
+      }
+      lua_getfield(L, -1, "kind");
+      if (strcmp(lua_tostring(L, -1), "document") != 0) {
+        luaL_error(L,
+                   "visit:step: ack field's document '%s' must be content of kind "
+                   "\"document\"",
+                   doc);
       }
       lua_pop(L, 2);
+      if (!list_has(L, show, doc)) {
+        lua_rawseti(L, show, (lua_Integer)lua_rawlen(L, show) + 1);
+      } else {
+        lua_pop(L, 1);
+      }
     }
+    lua_pop(L, 1);
   }
   lua_settop(L, out);
-  s->step_has_validate = lua_getfield(L, out, "validate") == LUA_TFUNCTION;
-  lua_pop(L, 1);
 }
 
 static int visit_step(lua_State *L) {
