@@ -169,11 +169,9 @@ int hs_metrics_render(hs_buf_t *out) {
         out, "handsel_worker_connections_open{worker=\"%u\"} %lld\n", w,
         (long long)atomic_load_explicit(&g_shards[w].conns_open, memory_order_relaxed));
   }
-  rc |= hs_buf_printf(out, "# HELP handsel_http_connections_closed_total Connections closed, by "
-                           "reason.\n# TYPE handsel_http_connections_closed_total counter\n");
   int64_t live = 0;
   uint64_t evictions = 0, replays = 0, batches = 0, writes = 0, sealed = 0, tapped = 0,
-           checkpoints = 0;
+           checkpoints = 0, tap_dropped = 0;
   for (unsigned w = 0; w < g_n_shards; w++) {
     live += atomic_load_explicit(&g_shards[w].sessions_live, memory_order_relaxed);
     evictions += atomic_load_explicit(&g_shards[w].session_evictions, memory_order_relaxed);
@@ -183,6 +181,7 @@ int hs_metrics_render(hs_buf_t *out) {
     sealed += atomic_load_explicit(&g_shards[w].audit_sealed, memory_order_relaxed);
     tapped += atomic_load_explicit(&g_shards[w].audit_sealed_tapped, memory_order_relaxed);
     checkpoints += atomic_load_explicit(&g_shards[w].audit_checkpoints, memory_order_relaxed);
+    tap_dropped += atomic_load_explicit(&g_shards[w].audit_tap_dropped, memory_order_relaxed);
   }
   rc |= hs_buf_printf(
       out,
@@ -210,10 +209,17 @@ int hs_metrics_render(hs_buf_t *out) {
       "handsel_audit_sealed_tapped_total %llu\n"
       "# HELP handsel_audit_checkpoints_total Signed checkpoints written.\n"
       "# TYPE handsel_audit_checkpoints_total counter\n"
-      "handsel_audit_checkpoints_total %llu\n",
+      "handsel_audit_checkpoints_total %llu\n"
+      "# HELP handsel_audit_tap_dropped_total Records the workers could not hand to the sealer "
+      "(over its memory budget), which so read them back.\n"
+      "# TYPE handsel_audit_tap_dropped_total counter\n"
+      "handsel_audit_tap_dropped_total %llu\n",
       (long long)live, (unsigned long long)evictions, (unsigned long long)replays,
       (unsigned long long)batches, (unsigned long long)writes, (unsigned long long)sealed,
-      (unsigned long long)tapped, (unsigned long long)checkpoints);
+      (unsigned long long)tapped, (unsigned long long)checkpoints, (unsigned long long)tap_dropped);
+  /* A family's samples follow its HELP and TYPE lines, with no other family between. */
+  rc |= hs_buf_printf(out, "# HELP handsel_http_connections_closed_total Connections closed, by "
+                           "reason.\n# TYPE handsel_http_connections_closed_total counter\n");
   for (int i = 0; i < HS_CLOSE_REASONS; i++) {
     uint64_t v = 0;
     for (unsigned w = 0; w < g_n_shards; w++) {

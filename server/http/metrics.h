@@ -53,6 +53,9 @@ typedef struct hs_metrics_shard {
   _Atomic uint64_t audit_sealed;
   _Atomic uint64_t audit_sealed_tapped; /* of them, handed over in memory (audit/tap.h) */
   _Atomic uint64_t audit_checkpoints;
+  /* Records the workers could not hand to the sealer (the tap's own count, copied after each
+     round): the sealer read them back from the database. */
+  _Atomic uint64_t audit_tap_dropped;
 } hs_metrics_shard_t;
 
 /* Sets the route labels (borrowed: must outlive the metrics) and the number of shards.

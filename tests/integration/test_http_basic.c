@@ -598,6 +598,46 @@ static void test_out_of_descriptors(void **state) {
   assert_true(hs_test_server_running(s));
 }
 
+/* The exposition format keeps each family's samples together, right after its one TYPE line
+ * (a histogram's samples add _bucket, _sum and _count to the family's name). */
+static void assert_families_grouped(const char *text) {
+  char family[128] = "";
+  char seen[128][128];
+  int n_seen = 0;
+  for (const char *line = text; *line != '\0';) {
+    const char *end = strchr(line, '\n');
+    size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+    if (len > 7 && strncmp(line, "# TYPE ", 7) == 0) {
+      size_t n = strcspn(line + 7, " \n");
+      assert_true(n < sizeof family);
+      memcpy(family, line + 7, n);
+      family[n] = '\0';
+      for (int i = 0; i < n_seen; i++) {
+        if (strcmp(seen[i], family) == 0) {
+          fail_msg("family %s has a second TYPE line", family);
+        }
+      }
+      assert_true(n_seen < 128);
+      snprintf(seen[n_seen++], sizeof seen[0], "%s", family);
+    } else if (len > 0 && line[0] != '#') {
+      size_t n = strcspn(line, "{ ");
+      size_t f = strlen(family);
+      const char *rest = line + f;
+      size_t rest_len = n - f;
+      bool ok = f > 0 && n >= f && strncmp(line, family, f) == 0 &&
+                (rest_len == 0 || (rest_len == 7 && strncmp(rest, "_bucket", 7) == 0) ||
+                 (rest_len == 4 && strncmp(rest, "_sum", 4) == 0) ||
+                 (rest_len == 6 && strncmp(rest, "_count", 6) == 0));
+      if (!ok) {
+        fail_msg("the sample '%.*s' is not under its family's TYPE line (the last was %s)",
+                 (int)len, line, family);
+      }
+    }
+    line += len + (end != NULL);
+  }
+  assert_true(n_seen >= 10);
+}
+
 static void test_metrics(void **state) {
   hs_test_server_t *s = *state;
   hs_test_server_must_start(
@@ -637,6 +677,7 @@ static void test_metrics(void **state) {
                    1);
   assert_true(v >= 0);
   assert_non_null(strstr(text, "# TYPE handsel_http_request_duration_seconds histogram"));
+  assert_families_grouped(text);
 
   /* Gauges: this connection is open; so is the one /metrics came on. */
   double conns = 0;
