@@ -300,6 +300,9 @@ static const char k_attempts_sql[] =
     " v.events, v.ended"
     " FROM validation_records v"
     " WHERE v.session_id = $1 AND v.brand_id = $2"
+    /* Every record is one or the other; said so, each half is found through its own partial
+     * index (validation_records_step, _rejected), not by reading the brand's whole log. */
+    " AND (v.result = 'accepted' OR v.result = 'rejected')"
     /* Within a seq every rejected attempt came before the accepted one (after it, the seq
      * answers from the stored completion and writes no record), whatever order one group
      * commit gave their ids. */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hs_test_api.h"
 #include "hs_test_auth.h"
@@ -212,6 +213,35 @@ static void test_faithful_record_matches(void **state) {
   }
 }
 
+/* The command reads one session's attempts through the indexes, not the brand's whole log:
+ * with sequential scans off for its connection, it scans the index of rejected attempts. */
+static void test_attempts_are_read_by_index(void **state) {
+  (void)state;
+  char brand[65], id[40], out[16384];
+  record_session(brand, id);
+  static const char q[] = "SELECT idx_scan FROM pg_stat_user_indexes"
+                          " WHERE indexrelname = 'validation_records_rejected'";
+  long long before = hs_test_db_scalar(g_db, q, 0, NULL);
+  assert_true(before >= 0);
+  setenv("PGOPTIONS", "-c enable_seqscan=off", 1);
+  int rc = audit(out, sizeof out, id, brand);
+  unsetenv("PGOPTIONS");
+  if (rc != 0) {
+    fail_msg("expected exit 0, got %d:\n%s", rc, out);
+  }
+  /* A backend's counts reach the view when it exits. */
+  long long after = before;
+  for (int i = 0; i < 100 && after <= before; i++) {
+    usleep(50 * 1000);
+    after = hs_test_db_scalar(g_db, q, 0, NULL);
+  }
+  if (after <= before) {
+    fail_msg("audit replay did not scan validation_records_rejected (idx_scan stayed %lld)",
+             before);
+  }
+  hs_test_say("audit replay found the session's 4 rejected attempts through their index");
+}
+
 /* A validation record inserted afterwards, claiming the accepted confirmation was rejected,
  * does not follow from the script: it is named alone, and the attempts after it still match. */
 static void test_forged_record_is_named(void **state) {
@@ -342,6 +372,7 @@ static void test_unknown_session(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_faithful_record_matches),
+      cmocka_unit_test(test_attempts_are_read_by_index),
       cmocka_unit_test(test_forged_record_is_named),
       cmocka_unit_test(test_changed_script_is_named),
       cmocka_unit_test(test_rebuilt_session_follows),
