@@ -195,6 +195,9 @@ static void test_random_now_suggest(void **state) {
   hs_step_result_t res;
   hs_err_t err;
   assert_int_equal(hs_session_start(p, &st, &arena, &live, &res, &err), HS_OK);
+  /* A step that shows nothing still says so: an empty list. */
+  const hs_value_t *show = hs_map_get(res.step, "show");
+  assert_true(show != NULL && show->type == HS_V_ARRAY && show->as.arr.len == 0);
   hs_value_t *log = hs_value_new_array(&arena, 256);
   append(log, res.events);
   size_t cut[100];

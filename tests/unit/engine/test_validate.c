@@ -333,6 +333,14 @@ static void test_required(void **state) {
       hs_session_complete(s, hs_session_seq(s), M(1, "t", S("")), 1, 0, &fx.a, &res, &err), HS_OK);
   assert_int_equal(res.status, HS_STEP_REJECTED);
   assert_int_equal(res.events->as.arr.len, 0);
+  /* The author gave no show and no title: the ack's document is shown all the same, and the
+   * title is the id. */
+  const hs_value_t *show = hs_map_get(res.step, "show");
+  assert_non_null(show);
+  assert_int_equal(show->as.arr.len, 1);
+  assert_string_equal(hs_map_get(&show->as.arr.items[0], "id")->as.str.ptr, "notice");
+  assert_string_equal(hs_map_get(res.step, "title")->as.str.ptr, "req");
+  assert_string_equal(hs_map_get(res.step, "audience")->as.str.ptr, "contractor");
   static const char *const want[][2] = {
       {"t", "Please fill in T"},
       {"i", "Please fill in I"},
