@@ -250,17 +250,18 @@ static void on_written(void *ctx, const hs_db_result_t *r) {
     free(s->pending);
   }
   s->pending = NULL;
+  if (s->metrics != NULL && s->tap != NULL) {
+    /* This node's workers' count, whichever node's sealer won the round. */
+    hs_audit_tap_stats_t ts;
+    hs_audit_tap_stats(s->tap, &ts);
+    atomic_store_explicit(&s->metrics->audit_tap_dropped, ts.dropped, memory_order_relaxed);
+  }
   if (won) {
     if (s->metrics != NULL) {
       atomic_fetch_add_explicit(&s->metrics->audit_sealed, s->sealed, memory_order_relaxed);
       atomic_fetch_add_explicit(&s->metrics->audit_sealed_tapped, s->tapped, memory_order_relaxed);
       atomic_fetch_add_explicit(&s->metrics->audit_checkpoints, s->checkpoints,
                                 memory_order_relaxed);
-      if (s->tap != NULL) {
-        hs_audit_tap_stats_t ts;
-        hs_audit_tap_stats(s->tap, &ts);
-        atomic_store_explicit(&s->metrics->audit_tap_dropped, ts.dropped, memory_order_relaxed);
-      }
     }
     hs_log(HS_LOG_DEBUG, "audit_sealed", "{s:f, s:i, s:i}", "through", (double)s->through,
            "records", (int)s->sealed, "checkpoints", (int)s->checkpoints);

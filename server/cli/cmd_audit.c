@@ -299,10 +299,13 @@ static const char k_attempts_sql[] =
     " coalesce(floor(extract(epoch FROM v.device_time) * 1000)::bigint, 0),"
     " v.events, v.ended"
     " FROM validation_records v"
-    " WHERE v.session_id = $1 AND v.brand_id = $2"
-    /* Every record is one or the other; said so, each half is found through its own partial
-     * index (validation_records_step, _rejected), not by reading the brand's whole log. */
-    " AND (v.result = 'accepted' OR v.result = 'rejected')"
+    /* A session's attempts are found by session, each half through its own partial index
+     * (validation_records_step, _rejected): every record is one or the other, and saying so
+     * lets the planner use both. The brand only filters what they find (`+ 0` keeps it out
+     * of the index search), since a session is a handful of records and a brand may be
+     * millions. */
+    " WHERE v.session_id = $1 AND (v.result = 'accepted' OR v.result = 'rejected')"
+    " AND v.brand_id + 0 = $2"
     /* Within a seq every rejected attempt came before the accepted one (after it, the seq
      * answers from the stored completion and writes no record), whatever order one group
      * commit gave their ids. */
