@@ -86,8 +86,9 @@ void hs_committer_set_tap(hs_committer_t *c, hs_audit_tap_t *tap);
 
 /* Statistics for /metrics and benchmarks. */
 typedef struct hs_commit_stats {
-  uint64_t batches;
-  uint64_t writes;
+  uint64_t batches; /* transactions finished */
+  uint64_t writes;  /* writes in them */
+  uint64_t sent;    /* transactions sent (a batch's careful second attempt counts again) */
 } hs_commit_stats_t;
 void hs_committer_stats(const hs_committer_t *c, hs_commit_stats_t *out);
 

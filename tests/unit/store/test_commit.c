@@ -2,7 +2,8 @@
  * transaction is in flight share the next one; every callback runs after its commit; a write
  * whose key exists is reported as not inserted without failing the others in its batch (for
  * completions, through the batch's second, careful attempt); values arrive exactly as given;
- * a batch announces each of its completions once. */
+ * a batch announces each of its completions once; the next transaction leaves before the
+ * callbacks of the one that finished run. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -151,6 +152,49 @@ static void test_writes_during_a_commit_share_the_next(void **state) {
            ids[50]);
   sql_result_t r;
   assert_string_equal(run_sql(f, sql, &r), "2");
+}
+
+/* What the first write's callback saw. */
+typedef struct first_seen {
+  fixture_t *f;
+  hs_commit_stats_t stats;
+  int calls;
+} first_seen_t;
+
+static void on_first_write(void *ctx, int status, bool inserted) {
+  first_seen_t *seen = ctx;
+  seen->calls++;
+  hs_committer_stats(seen->f->c, &seen->stats);
+  on_write(seen->f, status, inserted);
+}
+
+static void test_the_next_transaction_leaves_before_answers(void **state) {
+  fixture_t *f = *state;
+  char ids[11][37];
+  for (int i = 0; i < 11; i++) {
+    assert_int_equal(hs_uuid_v4(ids[i]), HS_OK);
+  }
+  hs_commit_stats_t before;
+  hs_committer_stats(f->c, &before);
+  f->done = f->ok = f->inserted = 0;
+  first_seen_t seen = {.f = f};
+  hs_row_t row;
+  session_row(f, &row, ids[0], NULL);
+  assert_int_equal(hs_commit_submit(f->c, &row, on_first_write, &seen, NULL), HS_OK);
+  hs_row_free(&row);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  for (int i = 1; i < 11; i++) {
+    assert_int_equal(submit_session(f, ids[i], NULL), HS_OK);
+  }
+  while (f->done < 11) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+  assert_int_equal(seen.calls, 1);
+  assert_int_equal(f->ok, 11);
+  /* When the first write heard of its commit, the ten that queued behind it were already on
+     their way, and its own transaction was the only one finished. */
+  assert_int_equal(seen.stats.sent - before.sent, 2);
+  assert_int_equal(seen.stats.batches - before.batches, 1);
 }
 
 static void test_a_conflict_does_not_fail_its_batch(void **state) {
@@ -340,6 +384,7 @@ static void test_values_must_fit_their_columns(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_writes_during_a_commit_share_the_next),
+      cmocka_unit_test(test_the_next_transaction_leaves_before_answers),
       cmocka_unit_test(test_a_conflict_does_not_fail_its_batch),
       cmocka_unit_test(test_rows_escape_and_refuse_bad_text),
       cmocka_unit_test(test_a_completion_that_exists_is_skipped_alone),
