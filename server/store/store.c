@@ -253,7 +253,6 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *me
   hs_strmap_init(&s->vms);
   hs_strmap_init(&s->brands);
   hs_strmap_init(&s->tokens);
-  hs_strmap_init(&s->tokens);
   hs_strmap_init(&s->procs);
   hs_strmap_init(&s->lives);
   int rc = hs_db_pool_new(loop, cfg->db_conninfo, cfg->db_pool_size, &s->pool, err);
