@@ -258,17 +258,24 @@ size_t hs_audit_tap_holds(const hs_audit_tap_t *t, int64_t after, int64_t throug
   return n;
 }
 
-const hs_audit_record_t *hs_audit_tap_find(const hs_audit_tap_t *t, int64_t brand_id, int64_t id) {
+const hs_audit_record_t *hs_audit_tap_get(const hs_audit_tap_t *t, int64_t id, int64_t *brand_id) {
   if (t->n_slots == 0 || id <= t->horizon) {
     return NULL;
   }
   for (size_t k = slot_of(id, t->n_slots); t->slots[k] != NULL; k = (k + 1) & (t->n_slots - 1)) {
     const entry_t *e = t->slots[k];
     if (e->rec.id == id) {
-      return e->brand_id == brand_id ? &e->rec : NULL;
+      *brand_id = e->brand_id;
+      return &e->rec;
     }
   }
   return NULL;
+}
+
+const hs_audit_record_t *hs_audit_tap_find(const hs_audit_tap_t *t, int64_t brand_id, int64_t id) {
+  int64_t held_brand = 0;
+  const hs_audit_record_t *rec = hs_audit_tap_get(t, id, &held_brand);
+  return rec != NULL && held_brand == brand_id ? rec : NULL;
 }
 
 void hs_audit_tap_stats(hs_audit_tap_t *t, hs_audit_tap_stats_t *out) {

@@ -72,6 +72,9 @@ int hs_audit_tap_sync(hs_audit_tap_t *t, int64_t horizon);
  * the brand's name). Borrowed until the next sync. */
 const hs_audit_record_t *hs_audit_tap_find(const hs_audit_tap_t *t, int64_t brand_id, int64_t id);
 
+/* Consumer: the record with this id as of the last sync, whatever its brand (its brand's id in
+ * *brand_id), or NULL. Borrowed until the next sync, like hs_audit_tap_find's. */
+const hs_audit_record_t *hs_audit_tap_get(const hs_audit_tap_t *t, int64_t id, int64_t *brand_id);
 /* Consumer: how many records with an id in (after, through] the last sync indexed. */
 size_t hs_audit_tap_holds(const hs_audit_tap_t *t, int64_t after, int64_t through);
 

@@ -171,7 +171,7 @@ int hs_metrics_render(hs_buf_t *out) {
   }
   int64_t live = 0;
   uint64_t evictions = 0, replays = 0, batches = 0, writes = 0, sealed = 0, tapped = 0,
-           checkpoints = 0, tap_dropped = 0;
+           checkpoints = 0, unread = 0, tap_dropped = 0;
   for (unsigned w = 0; w < g_n_shards; w++) {
     live += atomic_load_explicit(&g_shards[w].sessions_live, memory_order_relaxed);
     evictions += atomic_load_explicit(&g_shards[w].session_evictions, memory_order_relaxed);
@@ -181,6 +181,7 @@ int hs_metrics_render(hs_buf_t *out) {
     sealed += atomic_load_explicit(&g_shards[w].audit_sealed, memory_order_relaxed);
     tapped += atomic_load_explicit(&g_shards[w].audit_sealed_tapped, memory_order_relaxed);
     checkpoints += atomic_load_explicit(&g_shards[w].audit_checkpoints, memory_order_relaxed);
+    unread += atomic_load_explicit(&g_shards[w].audit_rounds_unread, memory_order_relaxed);
     tap_dropped += atomic_load_explicit(&g_shards[w].audit_tap_dropped, memory_order_relaxed);
   }
   rc |= hs_buf_printf(
@@ -210,13 +211,18 @@ int hs_metrics_render(hs_buf_t *out) {
       "# HELP handsel_audit_checkpoints_total Signed checkpoints written.\n"
       "# TYPE handsel_audit_checkpoints_total counter\n"
       "handsel_audit_checkpoints_total %llu\n"
+      "# HELP handsel_audit_rounds_unread_total Sealing rounds that read nothing back: this "
+      "node's workers had handed over every record in the round's range.\n"
+      "# TYPE handsel_audit_rounds_unread_total counter\n"
+      "handsel_audit_rounds_unread_total %llu\n"
       "# HELP handsel_audit_tap_dropped_total Records the workers could not hand to the sealer "
       "(over its memory budget), which so read them back.\n"
       "# TYPE handsel_audit_tap_dropped_total counter\n"
       "handsel_audit_tap_dropped_total %llu\n",
       (long long)live, (unsigned long long)evictions, (unsigned long long)replays,
       (unsigned long long)batches, (unsigned long long)writes, (unsigned long long)sealed,
-      (unsigned long long)tapped, (unsigned long long)checkpoints, (unsigned long long)tap_dropped);
+      (unsigned long long)tapped, (unsigned long long)checkpoints, (unsigned long long)unread,
+      (unsigned long long)tap_dropped);
   /* A family's samples follow its HELP and TYPE lines, with no other family between. */
   rc |= hs_buf_printf(out, "# HELP handsel_http_connections_closed_total Connections closed, by "
                            "reason.\n# TYPE handsel_http_connections_closed_total counter\n");

@@ -53,6 +53,7 @@ typedef struct hs_metrics_shard {
   _Atomic uint64_t audit_sealed;
   _Atomic uint64_t audit_sealed_tapped; /* of them, handed over in memory (audit/tap.h) */
   _Atomic uint64_t audit_checkpoints;
+  _Atomic uint64_t audit_rounds_unread; /* rounds whose every record was handed over */
   /* Records the workers could not hand to the sealer (the tap's own count, copied after each
      round): the sealer read them back from the database. */
   _Atomic uint64_t audit_tap_dropped;
