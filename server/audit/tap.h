@@ -7,7 +7,8 @@
  * assigned (id, server time, device time as parsed), which the INSERT returns. So the committer
  * publishes the record here, and the sealer asks PostgreSQL only which ids exist in its range
  * (a narrow index scan), reading whole rows for the ids it was not handed: other nodes'
- * records, rejected attempts, and anything this tap dropped.
+ * records, completions that went in through the careful path (store/commit.c), and anything
+ * this tap dropped. When it was handed every id of its range, it asks nothing at all.
  *
  * What a record's hash then covers is what this node sent and PostgreSQL acknowledged, not what
  * the table holds by the time the sealer runs; a row changed in between no longer verifies,

@@ -99,17 +99,14 @@ static const column_t k_columns[HS_WRITE_KINDS][HS_ROW_MAX_COLUMNS + 1] = {
                           {"reward", COL_TEXT, NULL}},
 };
 
-/* Where a completion's record is among its cells (k_columns), for the tap. */
-enum {
-  CELL_SESSION = 0,
-  CELL_SEQ = 1,
-  CELL_BRAND = 6,
-  CELL_PROCESS = 7,
-  CELL_VERSION = 8,
-  CELL_STEP = 9,
-  CELL_CONTRACTOR = 10,
-  CELL_DATA_DIGEST = 11,
-  CELL_DOCUMENTS = 13,
+/* Where a record's members are among the cells (k_columns) of a completion or a rejection, for
+ * the tap; -1: none (a completion has no errors). Checked against k_columns' names at start. */
+typedef struct tap_cells {
+  int session, seq, brand, process, version, step, contractor, data_digest, documents, errors;
+} tap_cells_t;
+static const tap_cells_t k_tap_cells[HS_WRITE_KINDS] = {
+    [HS_WRITE_COMPLETION] = {0, 1, 6, 7, 8, 9, 10, 11, 13, -1},
+    [HS_WRITE_REJECTION] = {0, 1, 3, 4, 5, 6, 7, 9, 11, 8},
 };
 
 /* The rest of each statement after `WITH input AS (...),`; each returns the `i` of every row
@@ -140,8 +137,10 @@ static const char *const k_body[HS_WRITE_KINDS] = {
         " seq, contractor_id, device_time, result, errors, data_digest, data, documents, pii)"
         " SELECT brand_id, session_id, process, version, step_id, seq, contractor_id,"
         " device_time, 'rejected', errors, data_digest, data, documents, pii FROM input"
-        " RETURNING session_id)"
-        " SELECT i FROM input",
+        /* Every row goes in (or the transaction fails), in the order of input: what PostgreSQL
+           assigned each, for the sealer (tap_batch), with what tells the rows apart. */
+        " RETURNING id, session_id, seq, server_time, device_time, data_digest)"
+        " SELECT * FROM v",
     [HS_WRITE_FEEDBACK] =
         /* A rating given on a step of the process is stored only with the completion that
            carried it (the same digest), once. */
@@ -233,6 +232,7 @@ typedef struct batch {
   hs_committer_t *c;
   bool careful;   /* completions go with ON CONFLICT (the optimistic attempt conflicted) */
   int optimistic; /* the first result of the optimistic completion statements, or -1 */
+  int rejections; /* the result of the rejections' statement, or -1 */
   size_t n;
   hs_write_t *items[]; /* owned: n of them */
 } batch_t;
@@ -364,18 +364,23 @@ int hs_committer_new(uv_loop_t *loop, hs_db_pool_t *pool, hs_metrics_shard_t *me
     committer_free(c);
     return HS_ENOMEM;
   }
-  /* tap_record reads a completion's cells by position. */
-  const column_t *cols = k_columns[HS_WRITE_COMPLETION];
-  assert(strcmp(cols[CELL_SESSION].name, "session_id") == 0 &&
-         strcmp(cols[CELL_SEQ].name, "seq") == 0 &&
-         strcmp(cols[CELL_BRAND].name, "brand_id") == 0 &&
-         strcmp(cols[CELL_PROCESS].name, "process") == 0 &&
-         strcmp(cols[CELL_VERSION].name, "version") == 0 &&
-         strcmp(cols[CELL_STEP].name, "step_id") == 0 &&
-         strcmp(cols[CELL_CONTRACTOR].name, "contractor_id") == 0 &&
-         strcmp(cols[CELL_DATA_DIGEST].name, "data_digest") == 0 &&
-         strcmp(cols[CELL_DOCUMENTS].name, "documents") == 0);
-  (void)cols;
+  /* tap_record reads a completion's or a rejection's cells by position. */
+  for (int k = HS_WRITE_COMPLETION; k <= HS_WRITE_REJECTION; k++) {
+    const column_t *cols = k_columns[k];
+    const tap_cells_t *at = &k_tap_cells[k];
+    assert(strcmp(cols[at->session].name, "session_id") == 0 &&
+           strcmp(cols[at->seq].name, "seq") == 0 &&
+           strcmp(cols[at->brand].name, "brand_id") == 0 &&
+           strcmp(cols[at->process].name, "process") == 0 &&
+           strcmp(cols[at->version].name, "version") == 0 &&
+           strcmp(cols[at->step].name, "step_id") == 0 &&
+           strcmp(cols[at->contractor].name, "contractor_id") == 0 &&
+           strcmp(cols[at->data_digest].name, "data_digest") == 0 &&
+           strcmp(cols[at->documents].name, "documents") == 0 &&
+           (at->errors < 0 || strcmp(cols[at->errors].name, "errors") == 0));
+    (void)cols;
+    (void)at;
+  }
   c->pool = pool;
   c->metrics = metrics;
   uv_check_init(loop, &c->check);
@@ -552,6 +557,7 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
   }
   size_t n = 0;
   b->optimistic = -1;
+  b->rejections = -1;
   for (int k = 0; k < HS_WRITE_KINDS; k++) {
     if (rows[k] == 0) {
       continue;
@@ -582,12 +588,16 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
                                   .formats = formats};
       continue;
     }
+    if (k == HS_WRITE_REJECTION) {
+      b->rejections = (int)n;
+    }
     stmts[n++] = (hs_db_stmt_t){.name = k_names[k],
                                 .sql = c->sql[k],
                                 .n_params = (int)n_params,
                                 .values = values[k],
                                 .lengths = lengths[k],
-                                .formats = formats};
+                                .formats = formats,
+                                .binary_result = k == HS_WRITE_REJECTION};
   }
   rc = hs_db_exec(c->pool, stmts, n, on_batch_done, b, NULL);
   params_trim(c);
@@ -595,11 +605,13 @@ static int send_batch(hs_committer_t *c, batch_t *b) {
   return rc;
 }
 
-/* The record of completion w, with what PostgreSQL assigned it in row `row` of the records'
- * INSERT (binary: id, session_id, seq, server_time, device_time). False when the row is not w's
- * (the same session and seq) or a cell is not of its column's shape. */
+/* The record of completion or rejection w, with what PostgreSQL assigned it in row `row` of its
+ * INSERT (binary: id, session_id, seq, server_time, device_time, and a rejection's data_digest).
+ * False when the row is not w's (the same session and seq, and for a rejection, of which a
+ * batch may hold several for one seq, the same data) or a cell is not of its column's shape. */
 static bool tap_record(const hs_write_t *w, const PGresult *res, int row,
                        hs_audit_tap_record_t *out) {
+  const tap_cells_t *at = &k_tap_cells[w->kind];
   hs_audit_bytes_t cell[HS_ROW_MAX_COLUMNS] = {{0}};
   const uint8_t *p = w->cells.data;
   const uint8_t *end = p + w->cells.len;
@@ -617,40 +629,48 @@ static bool tap_record(const hs_write_t *w, const PGresult *res, int row,
   }
   const char *sid = PQgetvalue(res, row, 1);
   size_t sid_len = (size_t)PQgetlength(res, row, 1);
+  bool accepted = w->kind == HS_WRITE_COMPLETION;
   if (PQgetlength(res, row, 0) != 8 || PQgetlength(res, row, 2) != 4 ||
-      PQgetlength(res, row, 3) != 8 || cell[CELL_SEQ].n != 4 || cell[CELL_BRAND].n != 8 ||
-      cell[CELL_DATA_DIGEST].n != 32 || cell[CELL_SESSION].n != sid_len ||
-      memcmp(cell[CELL_SESSION].p, sid, sid_len) != 0 ||
-      memcmp(cell[CELL_SEQ].p, PQgetvalue(res, row, 2), 4) != 0) {
+      PQgetlength(res, row, 3) != 8 || cell[at->seq].n != 4 || cell[at->brand].n != 8 ||
+      cell[at->data_digest].n != 32 || cell[at->session].n != sid_len ||
+      memcmp(cell[at->session].p, sid, sid_len) != 0 ||
+      memcmp(cell[at->seq].p, PQgetvalue(res, row, 2), 4) != 0) {
+    return false;
+  }
+  if (!accepted && (PQgetlength(res, row, 5) != 32 ||
+                    memcmp(cell[at->data_digest].p, PQgetvalue(res, row, 5), 32) != 0)) {
     return false;
   }
   bool device = !PQgetisnull(res, row, 4) && PQgetlength(res, row, 4) == 8;
   *out = (hs_audit_tap_record_t){
-      .brand_id = (int64_t)hs_get_be64(cell[CELL_BRAND].p),
+      .brand_id = (int64_t)hs_get_be64(cell[at->brand].p),
       .id = hs_audit_be64(PQgetvalue(res, row, 0)),
       .seq = hs_audit_be32(PQgetvalue(res, row, 2)),
       .server_us = hs_audit_pg_time(PQgetvalue(res, row, 3)),
       .has_device = device,
       .device_us = device ? hs_audit_pg_time(PQgetvalue(res, row, 4)) : 0,
-      .accepted = true,
-      .session = cell[CELL_SESSION],
-      .process = cell[CELL_PROCESS],
-      .version = cell[CELL_VERSION],
-      .step = cell[CELL_STEP],
-      .contractor = cell[CELL_CONTRACTOR],
-      .documents = cell[CELL_DOCUMENTS],
-      .data_digest = cell[CELL_DATA_DIGEST].p,
+      .accepted = accepted,
+      .session = cell[at->session],
+      .process = cell[at->process],
+      .version = cell[at->version],
+      .step = cell[at->step],
+      .contractor = cell[at->contractor],
+      .errors = at->errors >= 0 ? cell[at->errors] : (hs_audit_bytes_t){0},
+      .documents = cell[at->documents],
+      .data_digest = cell[at->data_digest].p,
   };
   return true;
 }
 
-/* Hands the records of an optimistic batch's completions to the node's sealer (audit/tap.h):
- * their cells, with what PostgreSQL assigned them. The INSERT returns its rows in the order of
- * its input, the batch's completions in order; each row is checked to name its completion all
- * the same, and a batch where one does not hands over nothing (the sealer then reads those
- * records from the database, as it does other nodes'). */
-static void tap_batch(hs_committer_t *c, const batch_t *b, const PGresult *res) {
-  if (c->tap == NULL || res == NULL || PQnfields(res) != 5) {
+/* Hands the records of a batch's completions (when they went in optimistically) or its
+ * rejections to the node's sealer (audit/tap.h): their cells, with what PostgreSQL assigned
+ * them. The INSERT returns its rows in the order of its input, the batch's writes of that kind
+ * in order; each row is checked to name its write all the same, and a batch where one does not
+ * hands over nothing of that kind (the sealer then reads those records from the database, as
+ * it does other nodes'). */
+static void tap_batch(hs_committer_t *c, const batch_t *b, hs_write_kind_t kind,
+                      const PGresult *res) {
+  if (c->tap == NULL || res == NULL || PQnfields(res) != (kind == HS_WRITE_COMPLETION ? 5 : 6)) {
     return;
   }
   size_t rows = (size_t)PQntuples(res);
@@ -665,7 +685,7 @@ static void tap_batch(hs_committer_t *c, const batch_t *b, const PGresult *res) 
   size_t k = 0;
   for (size_t i = 0; i < b->n; i++) {
     const hs_write_t *w = b->items[i];
-    if (w->kind != HS_WRITE_COMPLETION) {
+    if (w->kind != kind) {
       continue;
     }
     if (k == rows || !tap_record(w, res, (int)k, &c->tap_recs[k])) {
@@ -700,7 +720,17 @@ static void on_batch_done(void *ctx, const hs_db_result_t *res) {
           b->items[i]->inserted |= b->items[i]->kind == HS_WRITE_COMPLETION;
         }
         if (r == (size_t)b->optimistic && c != NULL) {
-          tap_batch(c, b, res->results[r]);
+          tap_batch(c, b, HS_WRITE_COMPLETION, res->results[r]);
+        }
+        continue;
+      }
+      if (r == (size_t)b->rejections) {
+        /* Every rejection went in: the statement inserts them all or fails. */
+        for (size_t i = 0; i < b->n; i++) {
+          b->items[i]->inserted |= b->items[i]->kind == HS_WRITE_REJECTION;
+        }
+        if (c != NULL) {
+          tap_batch(c, b, HS_WRITE_REJECTION, res->results[r]);
         }
         continue;
       }
