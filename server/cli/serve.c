@@ -69,7 +69,8 @@ typedef struct serve_ctx {
   hs_db_pool_t *seal_pool;          /* owned */
   hs_sealer_t *sealer;              /* owned */
   hs_metrics_shard_t *seal_metrics; /* borrowed: the first worker's, whose counters are atomic */
-  hs_audit_tap_t *tap; /* owned: the records the workers commit, handed to the sealer */
+  hs_audit_tap_t *tap;     /* owned: the records the workers commit, handed to the sealer */
+  hs_listener_t *listener; /* owned: the node's LISTEN, on the main thread's loop */
 } serve_ctx_t;
 
 static void start_main(uv_loop_t *loop, void *arg) {
@@ -78,6 +79,7 @@ static void start_main(uv_loop_t *loop, void *arg) {
     return;
   }
   s->probe = hs_db_probe_start(loop, s->cfg->db_conninfo);
+  hs_listener_start(s->listener, loop);
   hs_err_t err;
   hs_err_clear(&err);
   if (hs_db_pool_new(loop, s->cfg->db_conninfo, 1, &s->seal_pool, &err) != HS_OK ||
@@ -96,6 +98,9 @@ static void stop_main(uv_loop_t *loop, void *arg) {
     hs_db_probe_stop(s->probe);
     s->probe = NULL;
   }
+  if (s->listener != NULL) {
+    hs_listener_stop(s->listener);
+  }
   hs_sealer_close(s->sealer);
   s->sealer = NULL;
   if (s->seal_pool != NULL) {
@@ -111,6 +116,10 @@ static int worker_start(hs_worker_t *w, void *arg, hs_err_t *err) {
   }
   hs_store_t *store = NULL;
   int rc = hs_store_new(&w->loop, s->cfg, w->metrics, &store, err);
+  if (rc == HS_OK && hs_store_listen(store, s->listener) != HS_OK) {
+    hs_store_close(store);
+    rc = hs_err_set(err, HS_ENOMEM, "out of memory");
+  }
   if (rc == HS_OK) {
     w->app = store;
     hs_store_set_audit(store, s->key, s->tap);
@@ -217,7 +226,9 @@ int hs_cmd_serve_main(int argc, char **argv) {
   if (cfg.db_conninfo[0] != '\0' && load_signing_key(&cfg, &ctx.key) != HS_OK) {
     return 1;
   }
-  if (cfg.db_conninfo[0] != '\0' && hs_audit_tap_new(AUDIT_TAP_BUDGET, &ctx.tap) != HS_OK) {
+  if (cfg.db_conninfo[0] != '\0' && (hs_audit_tap_new(AUDIT_TAP_BUDGET, &ctx.tap) != HS_OK ||
+                                     hs_listener_new(cfg.db_conninfo, &ctx.listener) != HS_OK)) {
+    hs_audit_tap_free(ctx.tap);
     hs_audit_key_free(ctx.key);
     fprintf(stderr, "handsel serve: out of memory\n");
     return 1;
@@ -231,6 +242,7 @@ int hs_cmd_serve_main(int argc, char **argv) {
                            .worker_stop = worker_stop,
                            .hook_ctx = &ctx};
   int rc = hs_server_run(&opts, &err);
+  hs_listener_free(ctx.listener);
   hs_audit_tap_free(ctx.tap);
   hs_audit_key_free(ctx.key);
   if (rc != HS_OK) {

@@ -11,8 +11,7 @@
 #include "core/str.h"
 #include "core/strmap.h"
 #include "store/content.h"
-
-enum { LISTEN_RETRY_MS = 1000 };
+#include "store/listen.h"
 
 /* Payloads read back from our own tables: generous, but still bounded. */
 static const hs_codec_limits_t k_stored_limits = {
@@ -39,30 +38,15 @@ struct hs_store {
   hs_live_t *lru_head, *lru_tail;  /* most recently used first */
   const hs_audit_key_t *audit_key; /* borrowed; NULL until hs_store_set_audit */
 
-  /* LISTEN connection: other workers and nodes announce committed steps. */
-  PGconn *listen;    /* owned */
-  uv_poll_t *lpoll;  /* owned: heap, freed in its close callback */
-  uv_timer_t ltimer; /* reconnects */
-  bool listening;
+  /* What other workers and nodes announce (committed steps, revoked tokens), from the node's
+     listener (store/listen.h). */
+  hs_listen_inbox_t *inbox; /* owned; NULL until hs_store_listen */
+  bool listening;           /* the listener hears everything (since its last UP) */
 };
 
 /* ------------------------------------------------------------ LISTEN */
 
 static void on_token_notify(hs_store_t *s, const char *payload);
-
-static void listen_reset(hs_store_t *s) {
-  if (s->lpoll != NULL) {
-    uv_poll_stop(s->lpoll);
-    uv_close((uv_handle_t *)s->lpoll, (uv_close_cb)free);
-    s->lpoll = NULL;
-  }
-  if (s->listen != NULL) {
-    PQfinish(s->listen);
-    s->listen = NULL;
-  }
-  s->listening = false;
-  on_token_notify(s, "*"); /* revocations sent while we cannot hear them must not be missed */
-}
 
 static void on_notify_one(hs_store_t *s, const char *item) {
   /* "<session id> <seq>": the session committed step seq somewhere. Every worker reads every
@@ -155,30 +139,14 @@ static void on_notify(hs_store_t *s, const char *payload) {
   }
 }
 
-static void listen_connect(hs_store_t *s);
-
-static void on_listen_poll(uv_poll_t *h, int status, int events) {
-  hs_store_t *s = h->data;
-  if (status < 0) {
-    listen_reset(s);
-    return;
-  }
-  if (!s->listening) {
-    PostgresPollingStatusType st = PQconnectPoll(s->listen);
-    if (st == PGRES_POLLING_READING) {
-      uv_poll_start(s->lpoll, UV_READABLE, on_listen_poll);
-    } else if (st == PGRES_POLLING_WRITING) {
-      uv_poll_start(s->lpoll, UV_WRITABLE, on_listen_poll);
-    } else if (st == PGRES_POLLING_OK) {
-      if (PQsetnonblocking(s->listen, 1) != 0 ||
-          PQsendQuery(s->listen, "LISTEN handsel_session; LISTEN handsel_token") != 1) {
-        listen_reset(s);
-        return;
-      }
-      PQflush(s->listen);
+/* A message from the node's listener, on this worker's loop. */
+static void on_listen(void *ctx, hs_listen_kind_t kind, const char *payload) {
+  hs_store_t *s = ctx;
+  switch (kind) {
+    case HS_LISTEN_UP: {
       s->listening = true;
-      /* Notifications sent while we were not listening are lost: any live copy may be behind,
-       * so each is rebuilt before its next use. */
+      /* Notifications sent while nobody listened are lost: any live copy may be behind, so each
+       * is rebuilt before its next use. */
       size_t it = 0;
       const char *k;
       void *v;
@@ -186,57 +154,23 @@ static void on_listen_poll(uv_poll_t *h, int status, int events) {
         ((hs_live_t *)v)->stale = true;
       }
       on_token_notify(s, "*"); /* and any token revoked meanwhile must be looked up again */
-      uv_poll_start(s->lpoll, UV_READABLE, on_listen_poll);
-    } else {
-      listen_reset(s);
-    }
-    return;
-  }
-  if (PQconsumeInput(s->listen) != 1) {
-    listen_reset(s);
-    return;
-  }
-  while (!PQisBusy(s->listen)) {
-    PGresult *r = PQgetResult(s->listen);
-    if (r == NULL) {
       break;
     }
-    PQclear(r);
-  }
-  PGnotify *n;
-  while ((n = PQnotifies(s->listen)) != NULL) {
-    if (strcmp(n->relname, "handsel_token") == 0) {
-      on_token_notify(s, n->extra);
-    } else {
-      on_notify(s, n->extra);
-    }
-    PQfreemem(n);
+    case HS_LISTEN_DOWN:
+      s->listening = false;
+      on_token_notify(s, "*"); /* revocations sent while we cannot hear them must not be missed */
+      break;
+    case HS_LISTEN_SESSIONS:
+      on_notify(s, payload);
+      break;
+    case HS_LISTEN_TOKEN:
+      on_token_notify(s, payload);
+      break;
   }
 }
 
-static void listen_connect(hs_store_t *s) {
-  s->listen = PQconnectStart(s->cfg->db_conninfo);
-  if (s->listen == NULL || PQstatus(s->listen) == CONNECTION_BAD || PQsocket(s->listen) < 0) {
-    listen_reset(s);
-    return;
-  }
-  s->lpoll = malloc(sizeof *s->lpoll);
-  if (s->lpoll == NULL || uv_poll_init(s->loop, s->lpoll, PQsocket(s->listen)) != 0) {
-    free(s->lpoll);
-    s->lpoll = NULL;
-    listen_reset(s);
-    return;
-  }
-  s->lpoll->data = s;
-  /* libpq wants the socket writable first while connecting. */
-  uv_poll_start(s->lpoll, UV_WRITABLE, on_listen_poll);
-}
-
-static void on_listen_timer(uv_timer_t *t) {
-  hs_store_t *s = t->data;
-  if (s->listen == NULL) {
-    listen_connect(s);
-  }
+int hs_store_listen(hs_store_t *s, hs_listener_t *l) {
+  return hs_listener_subscribe(l, s->loop, on_listen, s, &s->inbox);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -273,9 +207,6 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *me
     free(s);
     return hs_err_set(err, rc, "out of memory");
   }
-  uv_timer_init(loop, &s->ltimer);
-  s->ltimer.data = s;
-  uv_timer_start(&s->ltimer, on_listen_timer, 0, LISTEN_RETRY_MS);
   *out = s;
   return HS_OK;
 }
@@ -291,10 +222,6 @@ int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *me
 static void live_free(hs_live_t *live) {
   hs_session_free(live->session);
   free(live);
-}
-
-static void on_ltimer_closed(uv_handle_t *h) {
-  free(h->data);
 }
 
 void hs_store_close(hs_store_t *s) {
@@ -319,11 +246,14 @@ void hs_store_close(hs_store_t *s) {
     free(v);
   }
   hs_strmap_free(&s->tokens);
-  listen_reset(s);
   hs_posteriors_close(s->posteriors);
   hs_committer_close(s->committer);
   hs_db_pool_close(s->pool);
-  uv_close((uv_handle_t *)&s->ltimer, on_ltimer_closed);
+  if (s->inbox != NULL) {
+    hs_listen_inbox_close(s->inbox, free, s); /* no message reaches s after this */
+  } else {
+    free(s);
+  }
 }
 
 void hs_store_set_audit(hs_store_t *s, const hs_audit_key_t *key, hs_audit_tap_t *tap) {

@@ -22,6 +22,7 @@
 #include "http/metrics.h"
 #include "http/request.h"
 #include "store/commit.h"
+#include "store/listen.h"
 
 typedef struct hs_store hs_store_t;
 typedef struct hs_live hs_live_t;
@@ -67,11 +68,15 @@ struct hs_live {
   hs_live_t *lru_prev, *lru_next;
 };
 
-/* Opens the pool and committer on loop, and LISTENs for session changes from other workers
- * and nodes. metrics (borrowed, may be NULL) receives the session and commit counters. The
- * store is owned by the caller: hs_store_close. */
+/* Opens the pool and committer on loop. metrics (borrowed, may be NULL) receives the session
+ * and commit counters. The store is owned by the caller: hs_store_close. */
 int hs_store_new(uv_loop_t *loop, const hs_config_t *cfg, hs_metrics_shard_t *metrics,
                  hs_store_t **out, hs_err_t *err);
+/* Hears session changes from other workers and nodes, and token revocations, through the
+ * node's listener (borrowed; it must outlive the store). Before s's loop runs. Until the listener
+ * first connects no token is cached, and when it does every live copy is rebuilt before its
+ * next use. HS_ENOMEM. */
+int hs_store_listen(hs_store_t *s, hs_listener_t *l);
 /* Frees the caches and closes the database handles; the loop ends once they closed. */
 void hs_store_close(hs_store_t *s);
 

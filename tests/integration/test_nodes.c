@@ -444,12 +444,33 @@ static void test_same_session_everywhere(void **state) {
   hs_api_close(&b);
 }
 
+/* Each node LISTENs on one connection, whatever its number of workers: PostgreSQL signals every
+ * listener on each commit, so one per worker would make every commit's cost grow with the
+ * workers of every node (store/listen.h). A has two workers, B one: two listeners. The streams
+ * and the alternation above show that every worker still hears every commit. */
+static void test_one_listener_per_node(void **state) {
+  fixture_t *f = *state;
+  const char *sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND query LIKE 'LISTEN handsel_session%'";
+  long long deadline = hs_test_now_ms() + STREAM_DEADLINE_MS, n = -1;
+  while ((n = hs_test_db_scalar(f->pg, sql, 0, NULL)) != 2 && hs_test_now_ms() < deadline) {
+    hs_test_sleep_ms(20);
+  }
+  if (n != 2) {
+    fail_msg("two nodes (two workers and one) hold %lld LISTEN connections, not 2", n);
+  }
+  hs_test_sleep_ms(200); /* none more comes up later */
+  assert_int_equal(hs_test_db_scalar(f->pg, sql, 0, NULL), 2);
+  hs_test_say("two nodes, of two workers and one, LISTEN on one connection each");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_alternate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_across, setup, teardown),
       cmocka_unit_test_setup_teardown(test_race, setup, teardown),
       cmocka_unit_test_setup_teardown(test_same_session_everywhere, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_one_listener_per_node, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
