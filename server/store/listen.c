@@ -192,8 +192,9 @@ void hs_listener_start(hs_listener_t *l, uv_loop_t *loop) {
 }
 
 void hs_listener_stop(hs_listener_t *l) {
-  close_conn(l);
-  l->connected = false;
+  /* DOWN all the same: a worker still draining its connections must not trust its cached
+     tokens once no revocation can reach it. */
+  disconnect(l);
   if (l->retry != NULL) {
     uv_timer_stop(l->retry);
     uv_close((uv_handle_t *)l->retry, (uv_close_cb)free);

@@ -33,8 +33,8 @@ typedef void (*hs_listen_cb)(void *ctx, hs_listen_kind_t kind, const char *paylo
 int hs_listener_new(const char *conninfo, hs_listener_t **out);
 /* Connects on loop (the main thread's), and reconnects whenever the connection is lost. */
 void hs_listener_start(hs_listener_t *l, uv_loop_t *loop);
-/* Closes the connection and its handles, on the loop it started on. Subscribers hear nothing
- * more, not even DOWN: they are stopping too. */
+/* Closes the connection and its handles, on the loop it started on. Subscribers hear DOWN, if
+ * they had heard UP, and nothing after it. */
 void hs_listener_stop(hs_listener_t *l);
 /* Frees l once its loop and every subscriber's have ended. NULL is ignored. */
 void hs_listener_free(hs_listener_t *l);
