@@ -8,7 +8,12 @@
 #include "core/buf.h"
 #include "core/error.h"
 
-enum { RETRY_MS = 1000 };
+enum {
+  RETRY_MS = 1000,
+  /* Unread messages per worker. A worker this far behind (seconds of every node's commits) is
+     told UP instead: it rebuilds each copy before its next use, which is always correct. */
+  INBOX_LIMIT = 16 << 20,
+};
 
 struct hs_listen_inbox {
   uv_async_t async; /* first: the inbox is freed in its close callback */
@@ -20,7 +25,7 @@ struct hs_listen_inbox {
   /* Under lock: messages not yet read, each a kind byte then its payload and a NUL. */
   uv_mutex_t lock;
   hs_buf_t msgs; /* owned */
-  bool lost;     /* a message could not be queued (out of memory): read as UP */
+  bool lost;     /* a message could not be queued (over INBOX_LIMIT, out of memory): read as UP */
 };
 
 struct hs_listener {
@@ -62,9 +67,13 @@ void hs_listener_free(hs_listener_t *l) {
 static void queue(hs_listen_inbox_t *in, hs_listen_kind_t kind, const char *payload) {
   uv_mutex_lock(&in->lock);
   uint8_t k = (uint8_t)kind;
-  if (hs_buf_append(&in->msgs, &k, 1) != HS_OK ||
-      hs_buf_append(&in->msgs, payload, strlen(payload) + 1) != HS_OK) {
+  size_t n = strlen(payload) + 1;
+  /* Whole messages only: the room for both parts first. */
+  if (in->msgs.len + 1 + n > INBOX_LIMIT || hs_buf_reserve(&in->msgs, 1 + n) != HS_OK) {
     in->lost = true;
+  } else {
+    (void)hs_buf_append(&in->msgs, &k, 1);
+    (void)hs_buf_append(&in->msgs, payload, n);
   }
   uv_mutex_unlock(&in->lock);
   uv_async_send(&in->async);
