@@ -622,10 +622,11 @@ static void on_read(void *ctx, const hs_db_result_t *r) {
  * on one node whose writes all went through the committers' fast path, that is every round.
  * Listing the range instead took 9-10 ms per 5000 records under load (its index scan visits
  * each heap tuple, the newest pages being not yet all-visible), half of the sealer's database
- * time. False (and no items) when an id is missing or out of memory. */
-static bool tap_items(hs_sealer_t *s) {
+ * time. held: how many of the range's records the tap holds. False (and no items) when an id is
+ * missing or out of memory. */
+static bool tap_items(hs_sealer_t *s, size_t held) {
   size_t n = (size_t)(s->through - s->horizon);
-  if (n == 0 || hs_audit_tap_holds(s->tap, s->horizon, s->through) < n) {
+  if (n == 0 || held < n) {
     return false;
   }
   s->items = malloc(n * sizeof *s->items);
@@ -658,9 +659,11 @@ static void start_read(hs_sealer_t *s) {
   s->more = s->through < s->fence;
   /* When the tap holds records of the range, only the range's ids are read, and the whole rows
    * of just those it does not hold; otherwise every whole row at once. */
-  s->listed = s->tap != NULL && hs_audit_tap_sync(s->tap, s->horizon) == HS_OK &&
-              hs_audit_tap_holds(s->tap, s->horizon, s->through) > 0;
-  s->unread = s->listed && tap_items(s);
+  size_t held = s->tap != NULL && hs_audit_tap_sync(s->tap, s->horizon) == HS_OK
+                    ? hs_audit_tap_holds(s->tap, s->horizon, s->through)
+                    : 0;
+  s->listed = held > 0;
+  s->unread = s->listed && tap_items(s, held);
   bool known = s->known_valid && s->known_through == s->horizon;
   if (s->unread && known) {
     if (!load_chains(s, NULL)) {
