@@ -41,7 +41,8 @@ const char *hs_format_mime(hs_format_t fmt) {
 size_t hs__utf8_check_full(const uint8_t *s, size_t len) {
   size_t i = 0;
   while (i < len) {
-    /* Nearly all text here is ASCII: eight bytes at a time while none has its high bit set. */
+    /* Text that is not all ASCII is still mostly ASCII (accented names, a symbol or two): skip
+     * its runs eight bytes at a time while none has its high bit set. */
     while (len - i >= 8) {
       uint64_t w;
       memcpy(&w, s + i, 8);
